@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make demo` and `make test`. Everything else is what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit system-deps bench docs clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# The embedded default: a real nats-server with the platform's streams, traffic, failures and the exporter.
+demo: $(BIN)/.installed
+	$(BIN)/python -m exporter demo
+
+# Debian's prometheus (promtool) and prometheus-alertmanager for rule tests and the end-to-end test.
+system-deps:
+	bash scripts/install-system-deps.sh
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check exporter
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+unit: $(BIN)/.installed system-deps
+	$(BIN)/python -m pytest
+
+test: lint typecheck unit
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench
+
+docs: $(BIN)/.installed
+	$(BIN)/python -m exporter.reference > docs/metrics.md
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

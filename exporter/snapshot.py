@@ -1,0 +1,148 @@
+"""Immutable data read from JetStream in one collection cycle.
+
+No I/O and no prometheus import here: the source module builds these, the metrics module renders them,
+and tests build them by hand. Timestamps are Unix seconds (float); durations are seconds (float).
+A limit the server reports as unlimited is ``None`` here, so the renderer can omit it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """The server the exporter is connected to (volatile identity: rendered only in an info series)."""
+
+    server_name: str
+    version: str
+    cluster: str = ""
+    domain: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """``$JS.API.INFO``: the account's JetStream usage and limits."""
+
+    account: str
+    memory_bytes: int
+    storage_bytes: int
+    max_memory_bytes: int | None  # None: unlimited
+    max_storage_bytes: int | None  # None: unlimited
+    streams: int
+    consumers: int
+    api_requests: int  # api.total, a counter
+    api_errors: int  # api.errors, a counter
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """One stream: ``StreamInfo.config`` limits and ``StreamInfo.state``."""
+
+    account: str
+    name: str
+    # config
+    subjects: tuple[str, ...]
+    storage: str  # "file" | "memory"
+    retention: str  # "limits" | "interest" | "workqueue"
+    replicas: int
+    allow_direct: bool
+    max_messages: int | None
+    max_bytes: int | None
+    max_age_seconds: float | None
+    max_messages_per_subject: int | None
+    # state
+    messages: int
+    bytes: int
+    first_seq: int
+    first_ts: float | None  # None while the stream is empty
+    last_seq: int
+    last_ts: float | None  # None while the stream is empty
+    num_subjects: int
+    num_deleted: int
+    consumer_count: int
+    # cluster
+    leader: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerState:
+    """One consumer: ``ConsumerInfo`` and its config."""
+
+    account: str
+    stream: str
+    name: str
+    # config
+    durable: bool
+    pull: bool  # no deliver_subject
+    ack_policy: str
+    deliver_policy: str
+    filter_subjects: tuple[str, ...]  # config.filter_subject and config.filter_subjects, merged
+    max_deliver: int | None
+    max_ack_pending: int | None
+    ack_wait_seconds: float | None
+    # state
+    num_pending: int
+    num_ack_pending: int
+    num_redelivered: int
+    num_waiting: int
+    delivered_consumer_seq: int
+    delivered_stream_seq: int
+    delivered_last_active: float | None  # None before the first delivery
+    ack_floor_consumer_seq: int
+    ack_floor_stream_seq: int
+    ack_floor_last_active: float | None  # None before the first ack
+    paused: bool = False
+    leader: str = ""
+    # Age of the oldest unacknowledged message at collection time; 0.0 when nothing is outstanding;
+    # None when it was not measured this cycle (look-up cap reached, or the look-up failed).
+    lag_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterState:
+    """A configured dead-letter stream: per-subject depth and the oldest dead letter."""
+
+    account: str
+    stream: str
+    exists: bool  # False: configured but not (yet) present on the server
+    subject_counts: tuple[tuple[str, int], ...] = ()  # sorted by subject
+    first_ts: float | None = None  # None while empty or missing
+
+
+@dataclass(frozen=True, slots=True)
+class AdvisoryCounts:
+    """Delivery-failure advisories seen for one consumer since the exporter started."""
+
+    max_deliveries_exceeded: int = 0
+    terminated: int = 0
+    naks: int = 0
+
+
+ConsumerKey = tuple[str, str, str]  # (account, stream, consumer)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one successful collection cycle read from JetStream."""
+
+    collected_at: float  # Unix seconds when the cycle finished
+    server: ServerInfo | None
+    account: AccountState | None
+    streams: tuple[StreamState, ...] = ()
+    consumers: tuple[ConsumerState, ...] = ()
+    dead_letters: tuple[DeadLetterState, ...] = ()
+    lag_lookups_skipped: int = 0  # consumers whose lag was not measured because of the per-cycle cap
+
+
+@dataclass(frozen=True, slots=True)
+class ExporterHealth:
+    """The exporter's own state at render time; rendered next to (or instead of) a snapshot."""
+
+    up: bool
+    collection_duration_seconds: float | None  # wall time of the last cycle, None before the first
+    last_success_timestamp: float | None  # None before the first complete collection
+    collection_errors: Mapping[str, int] = field(default_factory=dict)  # stage -> failures since start
+    advisory_counts: Mapping[ConsumerKey, AdvisoryCounts] = field(default_factory=dict)
+    malformed_advisories: int = 0

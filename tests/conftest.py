@@ -1,0 +1,43 @@
+"""Shared fixtures: real nats-server processes on free loopback ports, and condition waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.natsserver import NatsServerProcess
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
+    """A fresh JetStream-enabled nats-server for one test, stopped and removed afterwards."""
+    server = NatsServerProcess(store_dir=tmp_path / "store")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool] | bool],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> None:
+    """Poll ``condition`` until it is true, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
