@@ -134,6 +134,9 @@ class Snapshot:
     consumers: tuple[ConsumerState, ...] = ()
     dead_letters: tuple[DeadLetterState, ...] = ()
     lag_lookups_skipped: int = 0  # consumers whose lag was not measured because of the per-cycle cap
+    # Stages that failed without failing the cycle (e.g. "lag", "dlq"): counted in
+    # nats_exporter_collection_errors_total{stage} by the collection loop.
+    partial_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,3 +149,4 @@ class ExporterHealth:
     collection_errors: Mapping[str, int] = field(default_factory=dict)  # stage -> failures since start
     advisory_counts: Mapping[ConsumerKey, AdvisoryCounts] = field(default_factory=dict)
     malformed_advisories: int = 0
+    collection_interval_seconds: float = 15.0  # configured interval, for "duration against interval"
