@@ -64,6 +64,7 @@ class NatsServerProcess:
     monitor_port: int = field(default_factory=free_port)
     jetstream_max_memory: str = "256MB"
     jetstream_max_file: str = "1GB"
+    jetstream_domain: str | None = None
     log_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _owned_dir: Path | None = field(default=None, init=False, repr=False)
@@ -86,7 +87,8 @@ class NatsServerProcess:
             f'  store_dir: "{store}"\n'
             f"  max_memory_store: {self.jetstream_max_memory}\n"
             f"  max_file_store: {self.jetstream_max_file}\n"
-            f"}}\n"
+            + (f'  domain: "{self.jetstream_domain}"\n' if self.jetstream_domain else "")
+            + f"}}\n"
             f"{self.extra_config}\n"
         )
 
