@@ -62,6 +62,7 @@ async def connect_nats(
     error_cb: ErrorCallback | None = None,
     disconnected_cb: EventCallback | None = None,
     reconnected_cb: EventCallback | None = None,
+    closed_cb: EventCallback | None = None,
 ) -> Client:
     """Connect once. With ``reconnect`` the client then reconnects by itself, forever, after an outage.
 
@@ -84,5 +85,7 @@ async def connect_nats(
         options["disconnected_cb"] = disconnected_cb
     if reconnected_cb is not None:
         options["reconnected_cb"] = reconnected_cb
+    if closed_cb is not None:
+        options["closed_cb"] = closed_cb
     client: Client = await nats.connect(**options)
     return client

@@ -110,3 +110,18 @@ class Settings:
     filters: FilterSettings = field(default_factory=FilterSettings)
     dead_letter_streams: tuple[str, ...] = ()
     log: LogSettings = field(default_factory=LogSettings)
+
+
+def split_listen_address(address: str) -> tuple[str | None, int]:
+    """``HOST:PORT``, ``:PORT`` or ``[IPv6]:PORT`` -> (host or None for all interfaces, port).
+
+    Raises ValueError with a message fit for the user.
+    """
+    host, separator, port_text = address.rpartition(":")
+    if not separator:
+        raise ValueError(f"expected HOST:PORT or :PORT, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, got {port_text!r}")
+    return (host or None), int(port_text)

@@ -1,0 +1,347 @@
+"""Lifecycle: the NATS connection, the collection loop, the HTTP server, signals and shutdown.
+
+One connection, one collection loop. Each cycle fetches a snapshot under a deadline, renders it once in a
+worker thread and swaps the cached exposition; scrapes only read the cache. NATS outages never stop the
+HTTP server: they show as ``nats_up 0`` and a counted stage, and the last good data is served for a
+bounded time (``collection.stale_data_ttl``) before it is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import web
+from nats.aio.client import Client
+
+from exporter.advisories import AdvisoryCounter
+from exporter.connection import connect_nats
+from exporter.errors import ConfigError
+from exporter.metrics import render_exposition
+from exporter.server import Exposition, ExpositionCache, build_web_app
+from exporter.settings import Settings, split_listen_address
+from exporter.snapshot import ExporterHealth, Snapshot
+from exporter.source import CollectionError, JetStreamSource
+
+log = logging.getLogger("exporter")
+
+RECONNECT_BACKOFF_INITIAL_SECONDS = 0.5
+RECONNECT_BACKOFF_MAX_SECONDS = 30.0
+CLOSE_TIMEOUT_SECONDS = 2.0
+
+
+def redact_url(url: str) -> str:
+    """A server URL without the user info, so credentials embedded in URLs never reach a log line."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def render_both(snapshot: Snapshot | None, health: ExporterHealth) -> Exposition:
+    """Both exposition formats and their gzip forms: the whole per-cycle rendering cost, in one place."""
+    return Exposition.from_renderings(
+        render_exposition(snapshot, health),
+        render_exposition(snapshot, health, openmetrics=True),
+    )
+
+
+class _StateLog:
+    """Logs a state change once, instead of once per attempt."""
+
+    def __init__(self) -> None:
+        self._state: tuple[str, str] | None = None
+
+    def enter(self, level: int, state: str, message: str) -> None:
+        if self._state == (state, message):
+            return
+        self._state = (state, message)
+        log.log(level, message)
+
+
+class ExporterApp:
+    """The daemon: start() binds HTTP and starts collecting; stop() ends everything."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._nc: Client | None = None
+        self._source: JetStreamSource | None = None
+        self._advisories: AdvisoryCounter | None = None
+        self._errors: Counter[str] = Counter()
+        self._snapshot: Snapshot | None = None
+        self._up = False
+        self._last_success: float | None = None
+        self._last_duration: float | None = None
+        self._connection_log = _StateLog()
+        self._collection_log = _StateLog()
+        self._wake = asyncio.Event()
+        self._connection_closed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+        self._servers = ", ".join(redact_url(server) for server in settings.nats.servers)
+        self._cache = ExpositionCache(render_both(None, self._health()))
+
+    @property
+    def port(self) -> int:
+        """The bound HTTP port (useful with port 0)."""
+        return self._port
+
+    @property
+    def ready(self) -> bool:
+        return self._nc is not None and self._nc.is_connected and self._last_success is not None
+
+    async def start(self) -> None:
+        ssl_context, middlewares = self._web_security()
+        host, port = split_listen_address(self._settings.web.listen_address)
+        app = build_web_app(
+            self._cache,
+            is_ready=lambda: self.ready,
+            interval_seconds=self._settings.collection.interval_seconds,
+            middlewares=middlewares,
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ConfigError(
+                f"cannot listen on {self._settings.web.listen_address}: {exc.strerror or exc}",
+                source="--web.listen-address",
+            ) from None
+        self._port = self._bound_port(port)
+        self._tasks = [
+            asyncio.create_task(self._maintain_connection(), name="nats-connection"),
+            asyncio.create_task(self._collect_forever(), name="collection-loop"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._close_connection()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- web ---------------------------------------------------------------------------------------
+
+    def _web_security(self) -> tuple[ssl.SSLContext | None, list[web.types.Middleware]]:
+        config_file = self._settings.web.config_file
+        if config_file is None:
+            return None, []
+        from exporter.webconfig import load_web_config  # noqa: PLC0415 (only when configured)
+
+        web_config = load_web_config(config_file)
+        middleware = web_config.middleware()
+        return web_config.ssl_context(), [middleware] if middleware is not None else []
+
+    def _bound_port(self, requested: int) -> int:
+        if self._runner is None:
+            return requested
+        for address in self._runner.addresses:
+            if isinstance(address, tuple) and len(address) >= 2:
+                return int(address[1])
+        return requested
+
+    # -- connection --------------------------------------------------------------------------------
+
+    async def _maintain_connection(self) -> None:
+        """Connect, and reconnect from scratch if the client ever closes; backoff between attempts."""
+        delay = RECONNECT_BACKOFF_INITIAL_SECONDS
+        while True:
+            if self._nc is None or self._nc.is_closed:
+                try:
+                    await self._connect()
+                except Exception as exc:  # noqa: BLE001 (any failure to connect is retried, and shown)
+                    self._connection_log.enter(
+                        logging.WARNING,
+                        "down",
+                        f"cannot connect to NATS at {self._servers}: {describe_connect_error(exc)}; "
+                        "retrying with backoff",
+                    )
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 (jitter, not crypto)
+                    delay = min(delay * 2, RECONNECT_BACKOFF_MAX_SECONDS)
+                    continue
+                delay = RECONNECT_BACKOFF_INITIAL_SECONDS
+            self._connection_closed.clear()
+            await self._connection_closed.wait()
+
+    async def _connect(self) -> None:
+        last_error: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            last_error.append(exc)
+
+        async def on_disconnected() -> None:
+            self._connection_log.enter(
+                logging.WARNING, "down", f"lost the connection to NATS at {self._servers}; reconnecting"
+            )
+
+        async def on_reconnected() -> None:
+            self._announce_connected()
+            self._wake.set()
+
+        async def on_closed() -> None:
+            self._connection_closed.set()
+
+        try:
+            nc = await connect_nats(
+                self._settings.nats,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                closed_cb=on_closed,
+            )
+        except Exception as exc:
+            # nats-py reports "no servers available" and hands the real reason to the error callback.
+            raise (last_error[-1] if last_error else exc) from None
+        self._nc = nc
+        self._source = JetStreamSource(nc, self._settings)
+        self._announce_connected()
+        if self._advisories is not None:
+            await self._subscribe_advisories()
+        self._wake.set()
+
+    def _announce_connected(self) -> None:
+        server = ""
+        if self._nc is not None and self._nc.connected_url is not None:
+            server = redact_url(self._nc.connected_url.geturl())
+        self._connection_log.enter(logging.INFO, "up", f"connected to NATS at {server or self._servers}")
+
+    async def _close_connection(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), CLOSE_TIMEOUT_SECONDS)
+
+    async def _subscribe_advisories(self) -> None:
+        if self._advisories is None or self._nc is None:
+            return
+        try:
+            await self._advisories.subscribe(self._nc)
+        except Exception:  # noqa: BLE001 (a failed subscription must not stop collection)
+            self._errors["advisories"] += 1
+            log.warning("cannot subscribe to JetStream advisories; delivery-failure counters are paused")
+
+    # -- collection --------------------------------------------------------------------------------
+
+    async def _collect_forever(self) -> None:
+        interval = self._settings.collection.interval_seconds
+        while True:
+            started = time.monotonic()
+            self._wake.clear()
+            await self._collect_once()
+            remaining = interval - (time.monotonic() - started)
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+
+    async def _collect_once(self) -> None:
+        started = time.monotonic()
+        failure = await self._fetch()
+        self._last_duration = time.monotonic() - started
+        if failure is None:
+            self._collection_log.enter(logging.INFO, "ok", "collection succeeded")
+        else:
+            stage, message = failure
+            self._errors[stage] += 1
+            self._up = False
+            self._collection_log.enter(logging.WARNING, "failed", f"collection failed at {stage}: {message}")
+            self._drop_stale_snapshot()
+        self._cache.current = await asyncio.to_thread(render_both, self._snapshot, self._health())
+
+    async def _fetch(self) -> tuple[str, str] | None:
+        """One cycle's fetch; returns (stage, reason) when it failed."""
+        nc, source = self._nc, self._source
+        if nc is None or source is None or not nc.is_connected:
+            return "connect", f"not connected to NATS at {self._servers}"
+        deadline = self._settings.collection.deadline_seconds
+        try:
+            async with asyncio.timeout(deadline):
+                snapshot = await source.fetch_snapshot(self._snapshot)
+        except CollectionError as exc:
+            return exc.stage, str(exc)
+        except TimeoutError:
+            return "timeout", f"the cycle did not finish within its deadline of {deadline:g}s"
+        except Exception as exc:  # noqa: BLE001 (an unexpected failure is counted, shown and survived)
+            log.debug("collection failed unexpectedly", exc_info=True)
+            return "collect", f"{type(exc).__name__}: {exc}"
+        self._errors.update(snapshot.partial_errors)
+        self._snapshot = snapshot
+        self._up = True
+        self._last_success = self._clock()
+        if self._advisories is None:
+            account = snapshot.account.account if snapshot.account is not None else "$G"
+            self._advisories = AdvisoryCounter(account)
+            await self._subscribe_advisories()
+        return None
+
+    def _drop_stale_snapshot(self) -> None:
+        if self._snapshot is None or self._last_success is None:
+            return
+        age = self._clock() - self._last_success
+        ttl = self._settings.collection.stale_data_ttl_seconds
+        if age > ttl:
+            self._snapshot = None
+            log.warning(
+                "dropping JetStream data collected %.0fs ago (stale_data_ttl %gs); only exporter health is served",
+                age,
+                ttl,
+            )
+
+    def _health(self) -> ExporterHealth:
+        advisories = self._advisories
+        return ExporterHealth(
+            up=self._up,
+            collection_duration_seconds=self._last_duration,
+            last_success_timestamp=self._last_success,
+            collection_errors=dict(self._errors),
+            advisory_counts=advisories.counts() if advisories is not None else {},
+            malformed_advisories=advisories.malformed if advisories is not None else 0,
+            collection_interval_seconds=self._settings.collection.interval_seconds,
+        )
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    """A one-line reason for a failed connection attempt, free of secrets."""
+    text = str(exc).strip() or type(exc).__name__
+    text = text.removeprefix("nats: ")
+    if isinstance(exc, ConnectionRefusedError) or "Connect call failed" in text:
+        return "connection refused"
+    return text
+
+
+async def run_daemon(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT, then stop everything."""
+    app = ExporterApp(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await app.start()
+    log.info(
+        "listening on %s (port %d); collecting from %s every %gs",
+        settings.web.listen_address,
+        app.port,
+        ", ".join(redact_url(server) for server in settings.nats.servers),
+        settings.collection.interval_seconds,
+    )
+    await stop.wait()
+    log.info("stopping")
+    await app.stop()
+    return 0
