@@ -75,10 +75,14 @@ async def connect_nats(
         return
 
     options = connect_options(settings, name=name)
+    # The first attempt must fail fast, with its real reason passed to error_cb: nats-py, allowed to
+    # reconnect, retries an initial connection silently (forever, or 60 times a server by default). One
+    # quick retry per server here; the caller's backoff does the rest. Reconnection after an outage is
+    # switched on once connected (below).
     options.update(
-        allow_reconnect=reconnect,
-        max_reconnect_attempts=-1 if reconnect else 0,
-        reconnect_time_wait=1,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.1,
         error_cb=error_cb or _quiet,
     )
     if disconnected_cb is not None:
@@ -88,4 +92,8 @@ async def connect_nats(
     if closed_cb is not None:
         options["closed_cb"] = closed_cb
     client: Client = await nats.connect(**options)
+    if reconnect:
+        client.options["allow_reconnect"] = True
+        client.options["max_reconnect_attempts"] = -1  # never give up after an outage
+        client.options["reconnect_time_wait"] = 1
     return client
