@@ -20,12 +20,13 @@ from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from nats.aio.client import Client
 
 from exporter.advisories import AdvisoryCounter
 from exporter.connection import connect_nats
 from exporter.errors import ConfigError
-from exporter.metrics import render_exposition
+from exporter.metrics import render_both_formats
 from exporter.server import Exposition, ExpositionCache, build_web_app
 from exporter.settings import Settings, split_listen_address
 from exporter.snapshot import ExporterHealth, Snapshot
@@ -50,10 +51,7 @@ def redact_url(url: str) -> str:
 
 def render_both(snapshot: Snapshot | None, health: ExporterHealth) -> Exposition:
     """Both exposition formats and their gzip forms: the whole per-cycle rendering cost, in one place."""
-    return Exposition.from_renderings(
-        render_exposition(snapshot, health),
-        render_exposition(snapshot, health, openmetrics=True),
-    )
+    return Exposition.from_renderings(*render_both_formats(snapshot, health))
 
 
 class _StateLog:
@@ -140,7 +138,7 @@ class ExporterApp:
 
     # -- web ---------------------------------------------------------------------------------------
 
-    def _web_security(self) -> tuple[ssl.SSLContext | None, list[web.types.Middleware]]:
+    def _web_security(self) -> tuple[ssl.SSLContext | None, list[Middleware]]:
         config_file = self._settings.web.config_file
         if config_file is None:
             return None, []
@@ -207,7 +205,7 @@ class ExporterApp:
                 reconnected_cb=on_reconnected,
                 closed_cb=on_closed,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (re-raised: the caller shows and retries every failure)
             # nats-py reports "no servers available" and hands the real reason to the error callback.
             raise (last_error[-1] if last_error else exc) from None
         self._nc = nc
@@ -278,7 +276,7 @@ class ExporterApp:
             return exc.stage, str(exc)
         except TimeoutError:
             return "timeout", f"the cycle did not finish within its deadline of {deadline:g}s"
-        except Exception as exc:  # noqa: BLE001 (an unexpected failure is counted, shown and survived)
+        except Exception as exc:  # an unexpected failure is counted, shown and survived
             log.debug("collection failed unexpectedly", exc_info=True)
             return "collect", f"{type(exc).__name__}: {exc}"
         self._errors.update(snapshot.partial_errors)
@@ -299,7 +297,7 @@ class ExporterApp:
         if age > ttl:
             self._snapshot = None
             log.warning(
-                "dropping JetStream data collected %.0fs ago (stale_data_ttl %gs); only exporter health is served",
+                "dropping JetStream data collected %.0fs ago (stale_data_ttl %gs); serving health only",
                 age,
                 ttl,
             )

@@ -54,7 +54,7 @@ def connect_options(settings: NatsSettings, *, name: str) -> dict[str, Any]:
     return options
 
 
-async def connect_nats(
+async def connect_nats(  # noqa: PLR0913 (keyword-only callbacks, each optional)
     settings: NatsSettings,
     *,
     name: str = "nats-jetstream-exporter",

@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 START_DEADLINE_SECONDS = 20.0
 STOP_DEADLINE_SECONDS = 10.0
@@ -92,7 +93,7 @@ class NatsServerProcess:
             f"{self.extra_config}\n"
         )
 
-    def start(self) -> NatsServerProcess:
+    def start(self) -> Self:
         if self.running:
             return self
         store = self._store()
@@ -135,7 +136,7 @@ class NatsServerProcess:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
             self._owned_dir = None
 
-    def __enter__(self) -> NatsServerProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -162,13 +163,16 @@ class NatsServerProcess:
                 tail = _tail(log_file)
                 self._process = None
                 raise NatsServerError(f"nats-server exited during start-up:\n{tail}")
-            with contextlib.suppress(urllib.error.URLError, OSError):
-                with urllib.request.urlopen(health, timeout=1) as response:  # noqa: S310 (loopback http)
-                    if response.status == 200:
-                        return
+            with (
+                contextlib.suppress(urllib.error.URLError, OSError),
+                urllib.request.urlopen(health, timeout=1) as response,
+            ):
+                if response.status == 200:
+                    return
             time.sleep(0.05)
         self.stop()
-        raise NatsServerError(f"nats-server not ready within {START_DEADLINE_SECONDS:.0f}s:\n{_tail(log_file)}")
+        tail = _tail(log_file)
+        raise NatsServerError(f"nats-server not ready within {START_DEADLINE_SECONDS:.0f}s:\n{tail}")
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from exporter import __version__
 
@@ -95,7 +96,7 @@ def build_web_app(
     *,
     is_ready: Callable[[], bool],
     interval_seconds: float,
-    middlewares: Iterable[web.types.Middleware] = (),
+    middlewares: Iterable[Middleware] = (),
 ) -> web.Application:
     landing_page = _LANDING_PAGE.format(
         version=html.escape(__version__), interval=html.escape(f"{interval_seconds:g}s")
