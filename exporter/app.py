@@ -85,6 +85,7 @@ class ExporterApp:
         self._collection_log = _StateLog()
         self._wake = asyncio.Event()
         self._connection_closed = asyncio.Event()
+        self._first_attempt_done = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -166,6 +167,7 @@ class ExporterApp:
                 try:
                     await self._connect()
                 except Exception as exc:  # noqa: BLE001 (any failure to connect is retried, and shown)
+                    self._first_attempt_done.set()
                     self._connection_log.enter(
                         logging.WARNING,
                         "down",
@@ -176,6 +178,7 @@ class ExporterApp:
                     delay = min(delay * 2, RECONNECT_BACKOFF_MAX_SECONDS)
                     continue
                 delay = RECONNECT_BACKOFF_INITIAL_SECONDS
+                self._first_attempt_done.set()
             self._connection_closed.clear()
             await self._connection_closed.wait()
 
@@ -240,6 +243,8 @@ class ExporterApp:
 
     async def _collect_forever(self) -> None:
         interval = self._settings.collection.interval_seconds
+        # The first cycle waits for the first connection attempt, so a start-up is not reported as an outage.
+        await self._first_attempt_done.wait()
         while True:
             started = time.monotonic()
             self._wake.clear()
