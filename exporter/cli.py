@@ -34,7 +34,7 @@ from exporter.logs import configure_logging
 from exporter.settings import DEFAULT_LISTEN_ADDRESS, DEFAULT_NATS_URL, Settings
 
 PROG = "nats-jetstream-exporter"
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("exporter.dlq", "exporter.demo.cli")
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
 
