@@ -81,6 +81,8 @@ class ExporterApp:
         self._up = False
         self._last_success: float | None = None
         self._last_duration: float | None = None
+        self._serving_data = False  # the cached exposition holds collected data, not only health
+        self._stopping = False
         self._connection_log = _StateLog()
         self._collection_log = _StateLog()
         self._wake = asyncio.Event()
@@ -99,7 +101,8 @@ class ExporterApp:
 
     @property
     def ready(self) -> bool:
-        return self._nc is not None and self._nc.is_connected and self._last_success is not None
+        """Connected, and the cache holds the data of a successful collection."""
+        return self._nc is not None and self._nc.is_connected and self._serving_data
 
     async def start(self) -> None:
         ssl_context, middlewares = self._web_security()
@@ -128,6 +131,7 @@ class ExporterApp:
         ]
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -189,6 +193,8 @@ class ExporterApp:
             last_error.append(exc)
 
         async def on_disconnected() -> None:
+            if self._stopping:
+                return
             self._connection_log.enter(
                 logging.WARNING, "down", f"lost the connection to NATS at {self._servers}; reconnecting"
             )
@@ -266,7 +272,9 @@ class ExporterApp:
             self._up = False
             self._collection_log.enter(logging.WARNING, "failed", f"collection failed at {stage}: {message}")
             self._drop_stale_snapshot()
-        self._cache.current = await asyncio.to_thread(render_both, self._snapshot, self._health())
+        snapshot = self._snapshot
+        self._cache.current = await asyncio.to_thread(render_both, snapshot, self._health())
+        self._serving_data = snapshot is not None
 
     async def _fetch(self) -> tuple[str, str] | None:
         """One cycle's fetch; returns (stage, reason) when it failed."""

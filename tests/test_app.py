@@ -107,6 +107,18 @@ async def test_serves_nats_up_0_while_unreachable_then_connects(tmp_path: Path, 
         assert await status_of(app.port, "/readyz") == 200
 
 
+async def test_ready_only_once_collected_data_is_served(nats_server: NatsServerProcess, running_app):
+    await js_request(nats_server.url, "$JS.API.STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["o.>"]})
+    app = await start_app(running_app, fast_settings(nats_server.url))
+    await wait_for(lambda: _ready(app.port), message="ready")
+    _, samples = await scrape(app.port)
+    assert value(samples, "nats_stream_stored_messages", account="$G", stream="ORDERS") == 0
+
+
+async def _ready(port: int) -> bool:
+    return await status_of(port, "/readyz") == 200
+
+
 async def test_survives_a_restart_without_a_gap(nats_server: NatsServerProcess, running_app):
     await js_request(nats_server.url, "$JS.API.STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["o.>"]})
     app = await start_app(running_app, fast_settings(nats_server.url))
