@@ -34,6 +34,18 @@ from exporter.source import CollectionError, JetStreamSource
 
 log = logging.getLogger("exporter")
 
+# Every stage a cycle can fail at, exported at 0 from the start so that increase() sees the first failure.
+COLLECTION_STAGES = (
+    "connect",
+    "account",
+    "streams",
+    "consumers",
+    "dlq",
+    "lag",
+    "advisories",
+    "timeout",
+    "collect",
+)
 RECONNECT_BACKOFF_INITIAL_SECONDS = 0.5
 RECONNECT_BACKOFF_MAX_SECONDS = 30.0
 CLOSE_TIMEOUT_SECONDS = 2.0
@@ -76,7 +88,7 @@ class ExporterApp:
         self._nc: Client | None = None
         self._source: JetStreamSource | None = None
         self._advisories: AdvisoryCounter | None = None
-        self._errors: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter(dict.fromkeys(COLLECTION_STAGES, 0))
         self._snapshot: Snapshot | None = None
         self._up = False
         self._last_success: float | None = None

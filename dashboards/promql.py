@@ -1,0 +1,56 @@
+"""Series selectors that honour the dashboards' template variables.
+
+Every selector is built here from the labels its family carries (see ../shared/design/METRICS.md), so a
+panel cannot forget a variable: a stream family always gets ``account`` and ``stream`` matchers, a consumer
+family also ``consumer``. Values are matched with ``=~`` because the variables are multi-value with
+"All" = ``.*``.
+
+No query sums over exporter replicas or instances: the exporter reports each stream once, so the only
+aggregations are over a label the query names (``subject``, the fill-ratio ``limit``).
+"""
+
+from __future__ import annotations
+
+RATE_WINDOW = "$__rate_interval"
+RANGE_WINDOW = "$__range"
+
+
+def _selector(metric: str, matchers: tuple[str, ...]) -> str:
+    return f"{metric}{{{', '.join(matchers)}}}"
+
+
+def account_series(metric: str) -> str:
+    """A family labelled ``account`` (``nats_account_*``)."""
+    return _selector(metric, ('account=~"$account"',))
+
+
+def stream_series(metric: str) -> str:
+    """A family labelled ``account``, ``stream`` (``nats_stream_*``)."""
+    return _selector(metric, ('account=~"$account"', 'stream=~"$stream"'))
+
+
+def consumer_series(metric: str) -> str:
+    """A family labelled ``account``, ``stream``, ``consumer`` (``nats_consumer_*``)."""
+    return _selector(metric, ('account=~"$account"', 'stream=~"$stream"', 'consumer=~"$consumer"'))
+
+
+def dead_letter_series(metric: str) -> str:
+    """A family about a dead-letter stream: its ``stream`` label is chosen by ``$dlq_stream``.
+
+    Dead-letter streams have their own variable because the ``$stream`` of the delivery-failure panels
+    names the streams the failing consumers read, never the dead-letter stream itself.
+    """
+    return _selector(metric, ('account=~"$account"', 'stream=~"$dlq_stream"'))
+
+
+def exporter_series(metric: str) -> str:
+    """An exporter health family: no JetStream labels, chosen by the scraped ``instance``."""
+    return _selector(metric, ('instance=~"$instance"',))
+
+
+def per_second(selector: str) -> str:
+    return f"rate({selector}[{RATE_WINDOW}])"
+
+
+def increase_over(selector: str, window: str) -> str:
+    return f"increase({selector}[{window}])"
