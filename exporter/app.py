@@ -17,14 +17,13 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from nats.aio.client import Client
 
 from exporter.advisories import AdvisoryCounter
-from exporter.connection import connect_nats
+from exporter.connection import NatsConnectError, connect_nats, redact_url
 from exporter.errors import ConfigError
 from exporter.metrics import render_both_formats
 from exporter.server import Exposition, ExpositionCache, build_web_app
@@ -49,16 +48,6 @@ COLLECTION_STAGES = (
 RECONNECT_BACKOFF_INITIAL_SECONDS = 0.5
 RECONNECT_BACKOFF_MAX_SECONDS = 30.0
 CLOSE_TIMEOUT_SECONDS = 2.0
-
-
-def redact_url(url: str) -> str:
-    """A server URL without the user info, so credentials embedded in URLs never reach a log line."""
-    parts = urlsplit(url if "://" in url else f"nats://{url}")
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def render_both(snapshot: Snapshot | None, health: ExporterHealth) -> Exposition:
@@ -182,14 +171,9 @@ class ExporterApp:
             if self._nc is None or self._nc.is_closed:
                 try:
                     await self._connect()
-                except Exception as exc:  # noqa: BLE001 (any failure to connect is retried, and shown)
+                except NatsConnectError as exc:
                     self._first_attempt_done.set()
-                    self._connection_log.enter(
-                        logging.WARNING,
-                        "down",
-                        f"cannot connect to NATS at {self._servers}: {describe_connect_error(exc)}; "
-                        "retrying with backoff",
-                    )
+                    self._connection_log.enter(logging.WARNING, "down", f"{exc}; retrying with backoff")
                     await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 (jitter, not crypto)
                     delay = min(delay * 2, RECONNECT_BACKOFF_MAX_SECONDS)
                     continue
@@ -199,11 +183,6 @@ class ExporterApp:
             await self._connection_closed.wait()
 
     async def _connect(self) -> None:
-        last_error: list[Exception] = []
-
-        async def on_error(exc: Exception) -> None:
-            last_error.append(exc)
-
         async def on_disconnected() -> None:
             if self._stopping:
                 return
@@ -218,17 +197,12 @@ class ExporterApp:
         async def on_closed() -> None:
             self._connection_closed.set()
 
-        try:
-            nc = await connect_nats(
-                self._settings.nats,
-                error_cb=on_error,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected,
-                closed_cb=on_closed,
-            )
-        except Exception as exc:  # noqa: BLE001 (re-raised: the caller shows and retries every failure)
-            # nats-py reports "no servers available" and hands the real reason to the error callback.
-            raise (last_error[-1] if last_error else exc) from None
+        nc = await connect_nats(
+            self._settings.nats,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+            closed_cb=on_closed,
+        )
         self._nc = nc
         self._source = JetStreamSource(nc, self._settings)
         self._announce_connected()
@@ -338,15 +312,6 @@ class ExporterApp:
             malformed_advisories=advisories.malformed if advisories is not None else 0,
             collection_interval_seconds=self._settings.collection.interval_seconds,
         )
-
-
-def describe_connect_error(exc: BaseException) -> str:
-    """A one-line reason for a failed connection attempt, free of secrets."""
-    text = str(exc).strip() or type(exc).__name__
-    text = text.removeprefix("nats: ")
-    if isinstance(exc, ConnectionRefusedError) or "Connect call failed" in text:
-        return "connection refused"
-    return text
 
 
 async def run_daemon(settings: Settings) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client
@@ -16,6 +17,29 @@ from exporter.settings import NatsSettings
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 EventCallback = Callable[[], Awaitable[None]]
+
+
+class NatsConnectError(Exception):
+    """A connection attempt failed; the message is one line naming the servers and the reason, no secrets."""
+
+
+def redact_url(url: str) -> str:
+    """A server URL without the user info, so credentials embedded in URLs never reach a log line."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    """A one-line reason for a failed connection attempt, free of secrets."""
+    text = str(exc).strip() or type(exc).__name__
+    text = text.removeprefix("nats: ")
+    if isinstance(exc, ConnectionRefusedError) or "Connect call failed" in text:
+        return "connection refused"
+    return text
 
 
 def build_tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
@@ -67,12 +91,15 @@ async def connect_nats(  # noqa: PLR0913 (keyword-only callbacks, each optional)
     """Connect once. With ``reconnect`` the client then reconnects by itself, forever, after an outage.
 
     The first connection attempt is not retried here: the daemon retries it with its own backoff so that
-    it can serve ``nats_up 0`` meanwhile.
+    it can serve ``nats_up 0`` meanwhile. A failure raises NatsConnectError with the real reason.
     """
+    errors: list[Exception] = []
 
-    async def _quiet(_: Exception) -> None:
-        # nats-py logs every failed attempt itself unless given a callback; the daemon logs state changes.
-        return
+    async def remember(exc: Exception) -> None:
+        # Also keeps nats-py from logging every failed attempt itself; callers log state changes.
+        errors.append(exc)
+        if error_cb is not None:
+            await error_cb(exc)
 
     options = connect_options(settings, name=name)
     # The first attempt must fail fast, with its real reason passed to error_cb: nats-py, allowed to
@@ -83,7 +110,7 @@ async def connect_nats(  # noqa: PLR0913 (keyword-only callbacks, each optional)
         allow_reconnect=False,
         max_reconnect_attempts=1,
         reconnect_time_wait=0.1,
-        error_cb=error_cb or _quiet,
+        error_cb=remember,
     )
     if disconnected_cb is not None:
         options["disconnected_cb"] = disconnected_cb
@@ -91,7 +118,13 @@ async def connect_nats(  # noqa: PLR0913 (keyword-only callbacks, each optional)
         options["reconnected_cb"] = reconnected_cb
     if closed_cb is not None:
         options["closed_cb"] = closed_cb
-    client: Client = await nats.connect(**options)
+    try:
+        client: Client = await nats.connect(**options)
+    except Exception as exc:  # noqa: BLE001 (nats-py raises many types; each becomes one explained line)
+        # nats-py says only "no servers available" and hands the real reason to the error callback.
+        servers = ", ".join(redact_url(server) for server in settings.servers)
+        reason = describe_connect_error(errors[-1] if errors else exc)
+        raise NatsConnectError(f"cannot connect to NATS at {servers}: {reason}") from None
     if reconnect:
         client.options["allow_reconnect"] = True
         client.options["max_reconnect_attempts"] = -1  # never give up after an outage

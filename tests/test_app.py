@@ -19,7 +19,8 @@ import pytest
 from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.app import ExporterApp, redact_url
+from exporter.app import ExporterApp
+from exporter.connection import redact_url
 from exporter.natsserver import NatsServerProcess, free_port
 from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
 
@@ -36,14 +37,16 @@ def fast_settings(server_url: str, **collection: float) -> Settings:
 
 
 async def scrape(port: int) -> tuple[int, Samples]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-            text = await response.text()
-            samples: Samples = {}
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-            return response.status, samples
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+        samples: Samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+        return response.status, samples
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
@@ -51,9 +54,11 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 async def status_of(port: int, path: str) -> int:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}{path}") as response:
-            return response.status
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as response,
+    ):
+        return response.status
 
 
 async def js_request(url: str, subject: str, payload: dict[str, object] | None = None) -> dict[str, object]:
@@ -166,19 +171,20 @@ async def test_deleted_stream_vanishes_from_the_next_exposition(nats_server: Nat
     await js_request(nats_server.url, "$JS.API.STREAM.CREATE.GONE", {"name": "GONE", "subjects": ["g.>"]})
     app = await start_app(running_app, fast_settings(nats_server.url))
 
-    async def present(expected: bool) -> bool:  # noqa: FBT001 (reads as a predicate)
+    async def present(*, expected: bool) -> bool:
         _, samples = await scrape(app.port)
         found = value(samples, "nats_stream_stored_messages", account="$G", stream="GONE") is not None
         return found is expected
 
-    await wait_for(lambda: present(True), message="stream exported")
+    await wait_for(lambda: present(expected=True), message="stream exported")
     await js_request(nats_server.url, "$JS.API.STREAM.DELETE.GONE")
-    await wait_for(lambda: present(False), message="deleted stream gone")
+    await wait_for(lambda: present(expected=False), message="deleted stream gone")
 
 
 async def test_scrapes_never_reach_nats(nats_server: NatsServerProcess, running_app):
     # A long interval: after the first cycle, nothing but our own INFO requests reaches the JetStream API.
-    app = await start_app(running_app, fast_settings(nats_server.url, interval_seconds=120, deadline_seconds=10))
+    settings = fast_settings(nats_server.url, interval_seconds=120, deadline_seconds=10)
+    app = await start_app(running_app, settings)
     await wait_for(lambda: up_is(app.port, 1.0), message="first collection")
 
     before = await js_request(nats_server.url, "$JS.API.INFO")
@@ -200,7 +206,7 @@ async def test_scrapes_never_reach_nats(nats_server: NatsServerProcess, running_
 
 
 async def test_exported_values_equal_the_servers_own(nats_server: NatsServerProcess, running_app):
-    """The platform's chat stream and chat-handler consumer, with MessagePack traffic fetched, acked, naked."""
+    """The platform's chat stream and chat-handler consumer; MessagePack traffic fetched, acked, naked."""
     await js_request(
         nats_server.url,
         "$JS.API.STREAM.CREATE.COMPANIONS_CHAT",
@@ -315,7 +321,7 @@ def _http_status(port: int, path: str) -> int:
     import urllib.request  # noqa: PLC0415
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code

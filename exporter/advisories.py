@@ -1,0 +1,191 @@
+"""JetStream delivery-failure advisories -> per-consumer counters.
+
+The server publishes one advisory per NAK, per message that exhausted ``max_deliver`` (when the consumer
+next tries to deliver it, i.e. on the next pull) and per ``term()``. Counting them is the only way to see
+these events: ``ConsumerInfo`` keeps no such totals.
+
+Advisories are plain core-NATS messages, not stored anywhere: those published while the exporter is
+disconnected are lost to it, so the counters undercount across an outage. nats-py re-sends the
+subscriptions itself after a reconnect, so counting resumes without help from here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from exporter.snapshot import AdvisoryCounts, ConsumerKey
+
+log = logging.getLogger("exporter.advisories")
+
+ADVISORY_PREFIX: Final = "$JS.EVENT.ADVISORY.CONSUMER."
+# A malformed advisory is logged at most this often per kind; the rest only add to the counter.
+MALFORMED_LOG_INTERVAL_SECONDS: Final = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class AdvisoryKind:
+    """One advisory subject family: the subject token, the JSON ``type`` and the counter it feeds."""
+
+    token: str
+    type: str
+    field: str
+
+    @property
+    def subject(self) -> str:
+        return f"{ADVISORY_PREFIX}{self.token}.>"
+
+
+ADVISORY_KINDS: Final = (
+    AdvisoryKind("MAX_DELIVERIES", "io.nats.jetstream.advisory.v1.max_deliver", "max_deliveries_exceeded"),
+    AdvisoryKind("MSG_TERMINATED", "io.nats.jetstream.advisory.v1.terminated", "terminated"),
+    # MSG_NAKED is the subject the server publishes on, whatever other names some documents give it.
+    AdvisoryKind("MSG_NAKED", "io.nats.jetstream.advisory.v1.nak", "naks"),
+)
+
+
+class MalformedAdvisoryError(ValueError):
+    """An advisory whose payload is not the JSON object the server documents."""
+
+
+def parse_advisory(kind: AdvisoryKind, data: bytes) -> tuple[str, str]:
+    """(stream, consumer) named by one advisory payload; raises MalformedAdvisoryError."""
+    try:
+        document: Any = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedAdvisoryError(f"not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(document, dict):
+        raise MalformedAdvisoryError(f"expected a JSON object, got {type(document).__name__}")
+    advisory_type = document.get("type")
+    if advisory_type != kind.type:
+        raise MalformedAdvisoryError(f"type is {advisory_type!r}, expected {kind.type!r}")
+    stream, consumer = document.get("stream"), document.get("consumer")
+    if not isinstance(stream, str) or not stream:
+        raise MalformedAdvisoryError("missing or non-string 'stream'")
+    if not isinstance(consumer, str) or not consumer:
+        raise MalformedAdvisoryError("missing or non-string 'consumer'")
+    return stream, consumer
+
+
+class _RateLimitedLog:
+    """Logs the first malformed advisory of each kind, then at most one line per interval with a tally."""
+
+    def __init__(self, clock: Callable[[], float], interval: float) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def malformed(self, kind: AdvisoryKind, subject: str, reason: str) -> None:
+        now = self._clock()
+        last = self._last_logged.get(kind.token)
+        if last is not None and now - last < self._interval:
+            self._suppressed[kind.token] = self._suppressed.get(kind.token, 0) + 1
+            return
+        suppressed = self._suppressed.pop(kind.token, 0)
+        self._last_logged[kind.token] = now
+        log.warning(
+            "ignoring a malformed %s advisory on %s: %s%s",
+            kind.token,
+            # The subject is the server's (or whoever published garbage on it); bounded for the log line.
+            subject[:200],
+            reason,
+            f" ({suppressed} more malformed {kind.token} advisories since the last report)"
+            if suppressed
+            else "",
+        )
+
+
+class AdvisoryCounter:
+    """Counts delivery-failure advisories per consumer, labelled with the exporter's account.
+
+    ``subscribe`` may be called again with a new connection (after the daemon rebuilt it): the old
+    subscriptions are dropped first, so no advisory is ever counted twice.
+    """
+
+    def __init__(
+        self,
+        account: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        malformed_log_interval: float = MALFORMED_LOG_INTERVAL_SECONDS,
+    ) -> None:
+        self._account = account
+        self._counts: dict[ConsumerKey, AdvisoryCounts] = {}
+        self._malformed = 0
+        self._log = _RateLimitedLog(clock, malformed_log_interval)
+        self._nc: Client | None = None
+        self._subscriptions: list[Subscription] = []
+
+    @property
+    def account(self) -> str:
+        return self._account
+
+    @property
+    def malformed(self) -> int:
+        """Advisories received on the counted subjects that could not be attributed to a consumer."""
+        return self._malformed
+
+    def counts(self) -> Mapping[ConsumerKey, AdvisoryCounts]:
+        """A copy: the counters keep moving while a render reads this."""
+        return dict(self._counts)
+
+    async def subscribe(self, nc: Client) -> None:
+        """Subscribe to the three advisory families on ``nc``; idempotent for the same live connection."""
+        if nc is self._nc and self._subscriptions and not nc.is_closed:
+            return
+        await self.unsubscribe()
+        subscriptions: list[Subscription] = []
+        try:
+            for kind in ADVISORY_KINDS:
+                # A loop, not a comprehension: on failure the subscriptions made so far must be undone.
+                subscriptions.append(await nc.subscribe(kind.subject, cb=self._handler(kind)))  # noqa: PERF401
+            # The SUBs are only in the outgoing buffer until flushed: without this, advisories right after
+            # subscribe() returns could be missed.
+            await nc.flush()
+        except BaseException:
+            for subscription in subscriptions:
+                await _quietly_unsubscribe(subscription)
+            raise
+        self._nc = nc
+        self._subscriptions = subscriptions
+
+    async def unsubscribe(self) -> None:
+        subscriptions, self._subscriptions = self._subscriptions, []
+        self._nc = None
+        for subscription in subscriptions:
+            await _quietly_unsubscribe(subscription)
+
+    def record(self, kind: AdvisoryKind, subject: str, data: bytes) -> None:
+        """Count one advisory; a malformed one is counted as such and logged (rate-limited), never raised."""
+        try:
+            stream, consumer = parse_advisory(kind, data)
+        except MalformedAdvisoryError as exc:
+            self._malformed += 1
+            self._log.malformed(kind, subject, str(exc))
+            return
+        key = (self._account, stream, consumer)
+        current = self._counts.get(key, AdvisoryCounts())
+        self._counts[key] = replace(current, **{kind.field: getattr(current, kind.field) + 1})
+
+    def _handler(self, kind: AdvisoryKind) -> Callable[[Msg], Awaitable[None]]:
+        async def on_advisory(msg: Msg) -> None:
+            self.record(kind, msg.subject, msg.data)
+
+        return on_advisory
+
+
+async def _quietly_unsubscribe(subscription: Subscription) -> None:
+    # Unsubscribing on a closed connection raises; the subscription is gone with it anyway.
+    try:
+        await subscription.unsubscribe()
+    except Exception:
+        log.debug("unsubscribe from %s failed", subscription.subject, exc_info=True)
