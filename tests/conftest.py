@@ -23,7 +23,7 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
         server.cleanup()
 
 
-async def wait_for(
+async def wait_for(  # noqa: ASYNC109 (the overall polling deadline, named as callers expect)
     condition: Callable[[], Awaitable[bool] | bool],
     *,
     timeout: float = 10.0,

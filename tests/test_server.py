@@ -41,12 +41,14 @@ async def served() -> AsyncIterator[tuple[str, ExpositionCache, list[bool]]]:
 
 async def test_metrics_plain_text_by_default(served):
     base, _, _ = served
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        async with session.get(f"{base}/metrics", headers={"Accept-Encoding": "identity"}) as response:
-            assert response.status == 200
-            assert response.headers["Content-Type"] == TEXT_CONTENT_TYPE
-            assert "Content-Encoding" not in response.headers
-            assert await response.read() == TEXT
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as session,
+        session.get(f"{base}/metrics", headers={"Accept-Encoding": "identity"}) as response,
+    ):
+        assert response.status == 200
+        assert response.headers["Content-Type"] == TEXT_CONTENT_TYPE
+        assert "Content-Encoding" not in response.headers
+        assert await response.read() == TEXT
 
 
 async def test_metrics_openmetrics_and_gzip_when_asked(served):
@@ -55,19 +57,20 @@ async def test_metrics_openmetrics_and_gzip_when_asked(served):
         "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
         "Accept-Encoding": "gzip",
     }
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        async with session.get(f"{base}/metrics", headers=headers) as response:
-            assert response.headers["Content-Type"] == OPENMETRICS_CONTENT_TYPE
-            assert response.headers["Content-Encoding"] == "gzip"
-            assert gzip.decompress(await response.read()) == OPENMETRICS
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as session,
+        session.get(f"{base}/metrics", headers=headers) as response,
+    ):
+        assert response.headers["Content-Type"] == OPENMETRICS_CONTENT_TYPE
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(await response.read()) == OPENMETRICS
 
 
 async def test_metrics_serves_whatever_the_cache_holds_now(served):
     base, cache, _ = served
     cache.current = Exposition.from_renderings(b"nats_up 0.0\n", b"nats_up 0.0\n# EOF\n")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base}/metrics") as response:
-            assert await response.read() == b"nats_up 0.0\n"
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
+        assert await response.read() == b"nats_up 0.0\n"
 
 
 async def test_health_readiness_and_landing(served):
