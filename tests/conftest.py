@@ -23,10 +23,10 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
         server.cleanup()
 
 
-async def wait_for(  # noqa: ASYNC109 (the overall polling deadline, named as callers expect)
+async def wait_for(
     condition: Callable[[], Awaitable[bool] | bool],
     *,
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 (the polling deadline, not a cancellation timeout)
     interval: float = 0.05,
     message: str = "condition",
 ) -> None:
