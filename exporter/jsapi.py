@@ -1,0 +1,119 @@
+"""Raw JetStream API requests: subject prefix (with the domain), JSON decoding, the ``error`` key.
+
+nats-py's typed JetStream manager drops fields and pages only 256 entries, so collection reads the JSON
+itself. Every reply is checked for ``error``; every failure becomes a ``JetStreamRequestError`` whose
+message names the API subject (never credentials), so the caller can report it as one line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+# err_code values the collection treats as facts rather than failures.
+STREAM_NOT_FOUND = 10059
+NO_MESSAGE_FOUND = 10037
+JETSTREAM_NOT_ENABLED_FOR_ACCOUNT = 10039
+
+
+class JetStreamRequestError(Exception):
+    """A JetStream API request that produced no usable reply."""
+
+    def __init__(self, subject: str, message: str) -> None:
+        super().__init__(f"{subject}: {message}")
+        self.subject = subject
+
+
+class JetStreamTimeoutError(JetStreamRequestError):
+    """No reply in time: often a missing publish permission, which the server reports only asynchronously."""
+
+
+class JetStreamUnavailableError(JetStreamRequestError):
+    """Nobody answers the subject: JetStream is not enabled on the server, or the domain is wrong."""
+
+
+class JetStreamApiError(JetStreamRequestError):
+    """The server answered with an ``error`` object."""
+
+    def __init__(self, subject: str, *, code: int, err_code: int, description: str) -> None:
+        super().__init__(subject, f"{description} (code {code}, err_code {err_code})")
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+
+def api_prefix(domain: str | None) -> str:
+    """``$JS.API``, or ``$JS.<domain>.API`` to reach the JetStream of another domain."""
+    return f"$JS.{domain}.API" if domain else "$JS.API"
+
+
+def api_error_from_reply(subject: str, reply: Mapping[str, Any]) -> JetStreamApiError | None:
+    """The typed error of a decoded reply, or None when the reply carries no ``error`` key."""
+    error = reply.get("error")
+    if error is None:
+        return None
+    if not isinstance(error, Mapping):
+        return JetStreamApiError(subject, code=0, err_code=0, description=str(error))
+    return JetStreamApiError(
+        subject,
+        code=int(error.get("code", 0)),
+        err_code=int(error.get("err_code", 0)),
+        description=str(error.get("description", "unknown error")),
+    )
+
+
+class JetStreamApi:
+    """Requests to one account's JetStream API over an existing connection."""
+
+    def __init__(self, nc: Client, *, domain: str | None, timeout_seconds: float) -> None:
+        self._nc = nc
+        self._prefix = api_prefix(domain)
+        self._timeout = timeout_seconds
+
+    def subject(self, api: str) -> str:
+        """The full subject of an API endpoint, e.g. ``STREAM.LIST`` -> ``$JS.hub.API.STREAM.LIST``."""
+        return f"{self._prefix}.{api}"
+
+    async def request_json(self, api: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Send a JSON request and return the decoded reply; raise on no reply, bad JSON or ``error``."""
+        subject = self.subject(api)
+        msg = await self.request_message(api, payload)
+        try:
+            reply = json.loads(msg.data)
+        except ValueError as exc:
+            raise JetStreamRequestError(subject, f"reply is not JSON ({exc})") from None
+        if not isinstance(reply, dict):
+            raise JetStreamRequestError(subject, "reply is not a JSON object")
+        error = api_error_from_reply(subject, reply)
+        if error is not None:
+            raise error
+        return reply
+
+    async def request_message(self, api: str, payload: Mapping[str, Any] | None = None) -> Msg:
+        """Send a request and return the raw reply (for replies that carry headers, like direct get)."""
+        subject = self.subject(api)
+        data = json.dumps(payload, separators=(",", ":")).encode() if payload is not None else b""
+        try:
+            msg: Msg = await self._nc.request(subject, data, timeout=self._timeout)
+        except nats.errors.NoRespondersError:
+            raise JetStreamUnavailableError(
+                subject, "no responders (is JetStream enabled, and is the domain right?)"
+            ) from None
+        except nats.errors.TimeoutError:
+            raise JetStreamTimeoutError(
+                subject,
+                f"no reply within {self._timeout:g}s (may the exporter's user publish to this subject?)",
+            ) from None
+        except nats.errors.Error as exc:
+            raise JetStreamRequestError(subject, _describe(exc)) from None
+        return msg
+
+
+def _describe(exc: Exception) -> str:
+    # Some nats-py errors have an empty str(); the class name still tells the user what happened.
+    return str(exc) or type(exc).__name__

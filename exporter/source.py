@@ -1,0 +1,477 @@
+"""The JetStream source: the only module that talks to JetStream for collection.
+
+One cycle is ``$JS.API.INFO``, ``STREAM.LIST`` paged on ``offset``, and ``CONSUMER.LIST.<stream>`` per
+selected stream (started as soon as the stream's page arrives), all under one semaphore: 1 + ceil(N/256)
++ N requests for N streams. Configured dead-letter streams and lagging consumers add their own look-ups;
+their failures are partial (recorded in the snapshot), every other failure raises ``CollectionError``.
+All work runs in task groups, so the caller's deadline cancels it without leaving requests behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+
+from exporter.jsapi import (
+    JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
+    NO_MESSAGE_FOUND,
+    STREAM_NOT_FOUND,
+    JetStreamApi,
+    JetStreamApiError,
+    JetStreamRequestError,
+    JetStreamUnavailableError,
+)
+from exporter.parse import (
+    StoredMessageRef,
+    oldest,
+    parse_account_state,
+    parse_consumer_state,
+    parse_dead_letter_state,
+    parse_direct_get_headers,
+    parse_list_page,
+    parse_message_get,
+    parse_stream_state,
+    subject_counts_page,
+)
+from exporter.settings import Settings
+from exporter.snapshot import (
+    AccountState,
+    ConsumerState,
+    DeadLetterState,
+    ServerInfo,
+    Snapshot,
+    StreamState,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ACCOUNT = "$G"
+USER_INFO_SUBJECT = "$SYS.REQ.USER.INFO"
+# A single request may use at most this share of the cycle deadline, so a request that is never answered
+# (typically a missing publish permission) is reported with its stage before the whole cycle times out.
+REQUEST_TIMEOUT_SHARE = 0.5
+USER_INFO_TIMEOUT_SECONDS = 2.0
+
+
+class CollectionError(Exception):
+    """A collection cycle failed at ``stage``; the message names what failed and never holds a secret."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+
+@contextlib.contextmanager
+def _stage(stage: str) -> Iterator[None]:
+    """Turn a failed request or an unexpected reply into a CollectionError for ``stage``."""
+    try:
+        yield
+    except JetStreamRequestError as exc:
+        raise CollectionError(stage, _explain(exc)) from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CollectionError(stage, f"unexpected JetStream API reply ({type(exc).__name__}: {exc})") from exc
+
+
+def _explain(exc: JetStreamRequestError) -> str:
+    if isinstance(exc, JetStreamApiError) and exc.err_code == JETSTREAM_NOT_ENABLED_FOR_ACCOUNT:
+        return f"JetStream is not enabled for the exporter's account ({exc})"
+    return str(exc)
+
+
+def _first_collection_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The CollectionError inside a task group's exception group (the group itself if there is none)."""
+    for exc in group.exceptions:
+        found = _first_collection_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(found, CollectionError):
+            return found
+    return group
+
+
+class _StreamGoneError(Exception):
+    """The stream was deleted during the cycle: not a failure, its data is simply left out."""
+
+
+@dataclass(slots=True)
+class _Inventory:
+    streams: dict[str, StreamState] = field(default_factory=dict)
+    consumers: list[ConsumerState] = field(default_factory=list)  # read this cycle
+    carried_consumers: list[ConsumerState] = field(default_factory=list)  # kept from the previous snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class _ConsumerListing:
+    consumers: list[ConsumerState]
+    unavailable: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _LagResults:
+    oldest_times: dict[tuple[str, str], float | None] = field(default_factory=dict)  # None: nothing found
+    skipped: int = 0
+    error: str | None = None  # the first look-up failure of the cycle
+
+
+class JetStreamSource:
+    """Reads one account's JetStream state into a Snapshot. One object per connection."""
+
+    def __init__(self, nc: Client, settings: Settings) -> None:
+        self._nc = nc
+        self._settings = settings
+        self._request_timeout = settings.collection.deadline_seconds * REQUEST_TIMEOUT_SHARE
+        self._api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=self._request_timeout)
+        self._in_flight = asyncio.Semaphore(settings.collection.concurrency)
+        self._account: str | None = settings.nats.account
+        self._dead_letter_present: dict[str, bool] = {}
+        self._failing_partial_stages: set[str] = set()
+        self._lag_cursor = 0
+
+    async def fetch_snapshot(self, previous: Snapshot | None) -> Snapshot:
+        """One collection cycle. Raises CollectionError; lag and dead-letter failures are partial."""
+        server = self._server_info()
+        account = await self._account_name()
+        account_state = await self._fetch_account(account)
+        try:
+            async with asyncio.TaskGroup() as group:
+                dead_letters_task = group.create_task(self._fetch_dead_letters(account, previous))
+                inventory = await self._fetch_inventory(account, previous)
+                lags = await self._measure_lags(inventory)
+        except BaseExceptionGroup as exc_group:
+            raise _first_collection_error(exc_group) from None
+        dead_letters, dead_letters_error = dead_letters_task.result()
+        collected_at = time.time()
+
+        consumers = [_with_lag(consumer, lags, collected_at) for consumer in inventory.consumers]
+        consumers.extend(inventory.carried_consumers)
+        consumers.sort(key=lambda consumer: (consumer.stream, consumer.name))
+        partial = {"dlq": dead_letters_error, "lag": lags.error}
+        self._log_partial_state_changes(partial)
+        return Snapshot(
+            collected_at=collected_at,
+            server=server,
+            account=account_state,
+            streams=tuple(inventory.streams[name] for name in sorted(inventory.streams)),
+            consumers=tuple(consumers),
+            dead_letters=dead_letters,
+            lag_lookups_skipped=lags.skipped,
+            partial_errors=tuple(stage for stage, error in partial.items() if error is not None),
+        )
+
+    # --- requests ---------------------------------------------------------------------------------
+
+    async def _request(self, api: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        async with self._in_flight:
+            return await self._api.request_json(api, payload)
+
+    def _server_info(self) -> ServerInfo | None:
+        info: Mapping[str, Any] = self._nc._server_info  # noqa: SLF001 (nats-py has no public accessor)
+        if not info:
+            return None
+        return ServerInfo(
+            server_name=str(info.get("server_name", "")),
+            version=str(info.get("version", "")),
+            cluster=str(info.get("cluster", "")),
+            domain=str(info.get("domain", "")),
+        )
+
+    async def _account_name(self) -> str:
+        if self._account is None:
+            self._account = await self._resolve_account()
+        return self._account
+
+    async def _resolve_account(self) -> str:
+        """The connected user's account, asked once; "$G" (the default account) when the server won't say."""
+        timeout = min(USER_INFO_TIMEOUT_SECONDS, self._request_timeout)
+        try:
+            msg = await self._nc.request(USER_INFO_SUBJECT, b"", timeout=timeout)
+            account = json.loads(msg.data)["data"]["account"]
+        except (nats.errors.Error, ValueError, KeyError, TypeError) as exc:
+            if not self._nc.is_connected:
+                # Not the server's answer but an outage: ask again next cycle rather than keep a guess.
+                raise CollectionError("account", f"not connected to NATS ({type(exc).__name__})") from None
+            logger.warning(
+                "could not ask the server for the exporter's account (%s); labelling it %r: set nats.account "
+                "in the configuration to choose the label",
+                type(exc).__name__,
+                DEFAULT_ACCOUNT,
+            )
+            return DEFAULT_ACCOUNT
+        if not isinstance(account, str) or not account:
+            return DEFAULT_ACCOUNT
+        logger.info("collecting JetStream data of account %r", account)
+        return account
+
+    async def _fetch_account(self, account: str) -> AccountState:
+        with _stage("account"):
+            return parse_account_state(await self._request("INFO"), account)
+
+    # --- streams and consumers --------------------------------------------------------------------
+
+    async def _fetch_inventory(self, account: str, previous: Snapshot | None) -> _Inventory:
+        """Every selected stream and its consumers; consumer lists start while stream pages still arrive."""
+        selected = self._settings.filters.stream_selected
+        inventory = _Inventory()
+        unavailable_streams: list[str] = []
+        listings: dict[str, asyncio.Task[_ConsumerListing | None]] = {}
+        try:
+            async with asyncio.TaskGroup() as group:
+                offset = 0
+                while True:
+                    with _stage("streams"):
+                        page = parse_list_page(
+                            await self._request("STREAM.LIST", {"offset": offset}), "streams"
+                        )
+                        for info in page.items:
+                            name = info["config"]["name"]
+                            if name in inventory.streams or not selected(name):
+                                continue
+                            inventory.streams[name] = parse_stream_state(info, account)
+                            listings[name] = group.create_task(self._fetch_consumers(name, account))
+                    unavailable_streams.extend(page.unavailable)
+                    offset += page.received
+                    if not page.received or offset >= page.total:
+                        break
+        except BaseExceptionGroup as exc_group:
+            raise _first_collection_error(exc_group) from None
+
+        unavailable_consumers: list[tuple[str, str]] = []
+        for name, task in listings.items():
+            listing = task.result()
+            if listing is None:
+                del inventory.streams[name]
+                continue
+            inventory.consumers.extend(listing.consumers)
+            unavailable_consumers.extend((name, consumer) for consumer in listing.unavailable)
+        if previous is not None and (unavailable_streams or unavailable_consumers):
+            self._carry_over(inventory, previous, unavailable_streams, unavailable_consumers)
+        return inventory
+
+    async def _fetch_consumers(self, stream: str, account: str) -> _ConsumerListing | None:
+        """The stream's selected consumers; None when the stream was deleted since it was listed."""
+        selected = self._settings.filters.consumer_selected
+        consumers: dict[str, ConsumerState] = {}
+        unavailable: list[str] = []
+        offset = 0
+        while True:
+            with _stage("consumers"):
+                try:
+                    reply = await self._request(f"CONSUMER.LIST.{stream}", {"offset": offset})
+                except JetStreamApiError as exc:
+                    if exc.err_code == STREAM_NOT_FOUND:
+                        logger.debug("stream %r was deleted during the cycle", stream)
+                        return None
+                    raise
+                page = parse_list_page(reply, "consumers")
+                for info in page.items:
+                    name = info["name"]
+                    if name not in consumers and selected(name):
+                        consumers[name] = parse_consumer_state(info, account)
+            unavailable.extend(page.unavailable)
+            offset += page.received
+            if not page.received or offset >= page.total:
+                return _ConsumerListing(list(consumers.values()), tuple(unavailable))
+
+    def _carry_over(
+        self,
+        inventory: _Inventory,
+        previous: Snapshot,
+        unavailable_streams: Sequence[str],
+        unavailable_consumers: Sequence[tuple[str, str]],
+    ) -> None:
+        """Keep the previous values of what the server listed as missing or offline, for this cycle."""
+        filters = self._settings.filters
+        previous_streams = {stream.name: stream for stream in previous.streams}
+        kept_streams = set()
+        for name in unavailable_streams:
+            if name not in inventory.streams and name in previous_streams and filters.stream_selected(name):
+                inventory.streams[name] = previous_streams[name]
+                kept_streams.add(name)
+        wanted_consumers = set(unavailable_consumers)
+        listed = {(consumer.stream, consumer.name) for consumer in inventory.consumers}
+        for consumer in previous.consumers:
+            key = (consumer.stream, consumer.name)
+            if key in listed or not filters.consumer_selected(consumer.name):
+                continue
+            if consumer.stream in kept_streams or (
+                key in wanted_consumers and consumer.stream in inventory.streams
+            ):
+                inventory.carried_consumers.append(consumer)
+        logger.debug(
+            "kept previous values of %d streams and %d consumers the server listed as missing or offline",
+            len(kept_streams),
+            len(inventory.carried_consumers),
+        )
+
+    # --- dead letters -----------------------------------------------------------------------------
+
+    async def _fetch_dead_letters(
+        self, account: str, previous: Snapshot | None
+    ) -> tuple[tuple[DeadLetterState, ...], str | None]:
+        """Every configured dead-letter stream, and the first failure, if any (then its last value stays)."""
+        names = self._settings.dead_letter_streams
+        if not names:
+            return (), None
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._dead_letter_state(name, account)) for name in names]
+        previous_states = {state.stream: state for state in previous.dead_letters} if previous else {}
+        states: list[DeadLetterState] = []
+        first_error: str | None = None
+        for name, task in zip(names, tasks, strict=True):
+            outcome = task.result()
+            if isinstance(outcome, DeadLetterState):
+                states.append(outcome)
+                continue
+            first_error = first_error or outcome
+            kept = previous_states.get(name)
+            if kept is not None:
+                states.append(kept)
+        return tuple(states), first_error
+
+    async def _dead_letter_state(self, name: str, account: str) -> DeadLetterState | str:
+        """A dead-letter stream's per-subject depth; exists=False when absent; the error when it failed."""
+        counts: dict[str, int] = {}
+        first_reply: dict[str, Any] | None = None
+        offset = 0
+        try:
+            while True:
+                payload: dict[str, Any] = {"subjects_filter": ">"}
+                if offset:
+                    payload["offset"] = offset
+                reply = await self._request(f"STREAM.INFO.{name}", payload)
+                first_reply = first_reply or reply
+                page = subject_counts_page(reply)
+                known = len(counts)
+                counts.update(page)
+                offset += len(page)
+                # A server that ignores the offset repeats its first page: stop once a page adds nothing.
+                if not page or offset >= int(reply.get("total", 0)) or len(counts) == known:
+                    break
+            state = parse_dead_letter_state(first_reply, counts, account)
+        except JetStreamApiError as exc:
+            if exc.err_code != STREAM_NOT_FOUND:
+                return f"dead-letter stream {name!r}: {exc}"
+            self._note_dead_letter_presence(name, present=False)
+            return DeadLetterState(account=account, stream=name, exists=False)
+        except (JetStreamRequestError, KeyError, TypeError, ValueError) as exc:
+            return f"dead-letter stream {name!r}: {type(exc).__name__}: {exc}"
+        self._note_dead_letter_presence(name, present=True)
+        return state
+
+    def _note_dead_letter_presence(self, name: str, *, present: bool) -> None:
+        # Logged on change only: a stream that is configured before it is created must not flood the log.
+        before = self._dead_letter_present.get(name)
+        self._dead_letter_present[name] = present
+        if before == present:
+            return
+        if present:
+            logger.info("dead-letter stream %r found", name)
+        else:
+            logger.warning(
+                "dead-letter stream %r does not exist; reporting it as missing until it appears", name
+            )
+
+    # --- lag --------------------------------------------------------------------------------------
+
+    async def _measure_lags(self, inventory: _Inventory) -> _LagResults:
+        """Oldest unacknowledged message time of every lagging consumer, within the per-cycle cap."""
+        results = _LagResults()
+        lagging = [consumer for consumer in inventory.consumers if consumer.lag_seconds is None]
+        if not lagging:
+            return results
+        # Start where the last cycle's cap stopped, so that over cycles every consumer gets measured.
+        start = self._lag_cursor % len(lagging)
+        budget = self._settings.collection.lag_lookups_per_cycle
+        chosen: list[ConsumerState] = []
+        first_skipped: int | None = None
+        for position, consumer in enumerate(lagging[start:] + lagging[:start]):
+            needed = max(1, len(consumer.filter_subjects))
+            if needed <= budget:
+                budget -= needed
+                chosen.append(consumer)
+            else:
+                results.skipped += 1
+                first_skipped = position if first_skipped is None else first_skipped
+        if first_skipped is not None:
+            self._lag_cursor = start + first_skipped
+
+        async def measure(consumer: ConsumerState) -> None:
+            key = (consumer.stream, consumer.name)
+            try:
+                found = await self._oldest_unacknowledged(inventory.streams[consumer.stream], consumer)
+            except _StreamGoneError:
+                return
+            except (JetStreamRequestError, KeyError, TypeError, ValueError) as exc:
+                if results.error is None:
+                    results.error = f"consumer {consumer.name!r} of stream {consumer.stream!r}: {exc}"
+                return
+            results.oldest_times[key] = found.timestamp if found is not None else None
+
+        async with asyncio.TaskGroup() as group:
+            for consumer in chosen:
+                group.create_task(measure(consumer))
+        return results
+
+    async def _oldest_unacknowledged(
+        self, stream: StreamState, consumer: ConsumerState
+    ) -> StoredMessageRef | None:
+        """The first message after the ack floor that matches the consumer's filter, read, not consumed."""
+        start = consumer.ack_floor_stream_seq + 1
+        subjects = consumer.filter_subjects or (">",)
+        if len(subjects) == 1:
+            return await self._first_message(stream, start, subjects[0])
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._first_message(stream, start, subject)) for subject in subjects]
+        return oldest([task.result() for task in tasks])
+
+    async def _first_message(self, stream: StreamState, start: int, subject: str) -> StoredMessageRef | None:
+        """First stored message with sequence >= start on ``subject``; next_by_subj skips deleted ones."""
+        payload = {"seq": start, "next_by_subj": subject}
+        if stream.allow_direct:
+            try:
+                async with self._in_flight:
+                    msg = await self._api.request_message(f"DIRECT.GET.{stream.name}", payload)
+                return parse_direct_get_headers(msg.headers)
+            except JetStreamUnavailableError:
+                # Nobody serves direct gets (stream just deleted, or not reachable that way): ask the leader.
+                pass
+        try:
+            reply = await self._request(f"STREAM.MSG.GET.{stream.name}", payload)
+        except JetStreamApiError as exc:
+            if exc.err_code == NO_MESSAGE_FOUND:
+                return None
+            if exc.err_code == STREAM_NOT_FOUND:
+                raise _StreamGoneError from None
+            raise
+        return parse_message_get(reply)
+
+    def _log_partial_state_changes(self, partial: Mapping[str, str | None]) -> None:
+        # Logged on change only; the collection loop counts every failing cycle in a metric.
+        for stage, error in partial.items():
+            if error is not None and stage not in self._failing_partial_stages:
+                self._failing_partial_stages.add(stage)
+                logger.warning(
+                    "collection stage %r failed, its values are left out or kept: %s", stage, error
+                )
+            elif error is None and stage in self._failing_partial_stages:
+                self._failing_partial_stages.discard(stage)
+                logger.info("collection stage %r recovered", stage)
+
+
+def _with_lag(consumer: ConsumerState, lags: _LagResults, collected_at: float) -> ConsumerState:
+    if consumer.lag_seconds is not None:
+        return consumer
+    key = (consumer.stream, consumer.name)
+    if key not in lags.oldest_times:
+        return consumer  # skipped by the cap, failed, or its stream went away: not measured
+    oldest_time = lags.oldest_times[key]
+    lag = 0.0 if oldest_time is None else max(0.0, collected_at - oldest_time)
+    return replace(consumer, lag_seconds=lag)
