@@ -1,0 +1,334 @@
+"""The declarative platform file: load it, validate every key, and refuse it before anything is applied.
+
+Errors are ``ConfigError`` naming the file and the key (``streams[3].max_age``), so a user can fix the file
+without reading a traceback. Optional keys default to the server's own defaults, so a short file means what a
+``nats stream add`` with the same flags would mean.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.demo.durations import parse_duration
+from exporter.demo.subjects import subject_problem, subject_within, subjects_overlap
+from exporter.errors import ConfigError
+
+EMBEDDED_PLATFORM = "platform.yaml"
+EMBEDDED_SOURCE = "exporter/demo/platform.yaml (built in)"
+
+RETENTIONS = ("limits", "interest", "workqueue")
+STORAGES = ("file", "memory")
+ACK_POLICIES = ("explicit", "all", "none")
+DELIVER_POLICIES = ("all", "new", "last", "last_per_subject")
+
+# Stream and consumer names become subject tokens of the JetStream API, and file names in the store.
+_NAME = re.compile(r"[^\s.*>/\\]+")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    retention: str = "limits"
+    max_age_seconds: float = 0.0  # 0: unlimited, as the server counts it
+    storage: str = "file"
+    replicas: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A durable pull consumer."""
+
+    stream: str
+    name: str
+    filter_subjects: tuple[str, ...] = ()
+    ack_policy: str = "explicit"
+    ack_wait_seconds: float = 30.0
+    max_deliver: int = -1  # -1: unlimited, as the server counts it
+    deliver_policy: str = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectCollision:
+    """Two streams whose subjects some message subject would match at once."""
+
+    stream: str
+    subject: str
+    other_stream: str
+    other_subject: str
+
+    def describe(self) -> str:
+        return (
+            f"stream {self.stream} subject {self.subject!r} overlaps "
+            f"stream {self.other_stream} subject {self.other_subject!r}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformSpec:
+    source: str  # where it was read from, for messages
+    streams: tuple[StreamSpec, ...]
+    consumers: tuple[ConsumerSpec, ...] = ()
+
+    def stream(self, name: str) -> StreamSpec:
+        for stream in self.streams:
+            if stream.name == name:
+                return stream
+        raise KeyError(name)
+
+
+def find_subject_collisions(
+    streams: Mapping[str, Sequence[str]], others: Mapping[str, Sequence[str]] | None = None
+) -> list[SubjectCollision]:
+    """Overlaps among ``streams``, and between ``streams`` and ``others`` (but not among ``others``)."""
+    collisions: list[SubjectCollision] = []
+    names = list(streams)
+    for index, name in enumerate(names):
+        candidates = [(other, streams[other]) for other in names[index + 1 :]]
+        candidates += [
+            (other, subjects) for other, subjects in (others or {}).items() if other not in streams
+        ]
+        for other, other_subjects in candidates:
+            collisions.extend(
+                SubjectCollision(name, subject, other, other_subject)
+                for subject in streams[name]
+                for other_subject in other_subjects
+                if subjects_overlap(subject, other_subject)
+            )
+    return collisions
+
+
+def load_platform(path: Path | None = None) -> PlatformSpec:
+    """The platform in ``path``, or the built-in one; ConfigError naming file and key when it is wrong."""
+    if path is None:
+        return parse_platform(builtin_platform_text(), source=EMBEDDED_SOURCE)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the platform file: {exc.strerror or exc}", source=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("the platform file is not UTF-8 text", source=str(path)) from None
+    return parse_platform(text, source=str(path))
+
+
+def builtin_platform_text() -> str:
+    """The shipped platform.yaml, read from the installed package."""
+    return resources.files("exporter.demo").joinpath(EMBEDDED_PLATFORM).read_text(encoding="utf-8")
+
+
+def parse_platform(text: str, *, source: str) -> PlatformSpec:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"not valid YAML{where}: {problem}", source=source) from None
+    reader = _Reader(source)
+    top = reader.mapping(document, "", allowed=("streams", "consumers"))
+    streams = tuple(
+        _stream(reader, item, f"streams[{index}]")
+        for index, item in enumerate(reader.sequence(top.get("streams"), "streams", required=True))
+    )
+    consumers = tuple(
+        _consumer(reader, item, f"consumers[{index}]")
+        for index, item in enumerate(reader.sequence(top.get("consumers", []), "consumers", required=False))
+    )
+    platform = PlatformSpec(source=source, streams=streams, consumers=consumers)
+    _check_names_unique(platform)
+    _check_no_overlaps(platform)
+    _check_consumers_fit_streams(platform)
+    return platform
+
+
+def _stream(reader: _Reader, item: Any, key: str) -> StreamSpec:
+    fields = reader.mapping(
+        item, key, allowed=("name", "subjects", "retention", "max_age", "storage", "replicas")
+    )
+    subjects = reader.subjects(fields.get("subjects"), f"{key}.subjects", required=True)
+    if len(set(subjects)) != len(subjects):
+        raise reader.error(f"{key}.subjects", "lists a subject twice")
+    return StreamSpec(
+        name=reader.name(fields.get("name"), f"{key}.name"),
+        subjects=subjects,
+        retention=reader.choice(fields.get("retention", "limits"), f"{key}.retention", RETENTIONS),
+        max_age_seconds=reader.duration(fields.get("max_age", 0), f"{key}.max_age"),
+        storage=reader.choice(fields.get("storage", "file"), f"{key}.storage", STORAGES),
+        replicas=reader.integer(fields.get("replicas", 1), f"{key}.replicas", minimum=1, maximum=5),
+    )
+
+
+def _consumer(reader: _Reader, item: Any, key: str) -> ConsumerSpec:
+    fields = reader.mapping(
+        item,
+        key,
+        allowed=(
+            "stream",
+            "name",
+            "durable_name",
+            "filter_subjects",
+            "ack_policy",
+            "ack_wait",
+            "max_deliver",
+            "deliver_policy",
+        ),
+    )
+    name = reader.name(fields.get("name"), f"{key}.name")
+    durable = fields.get("durable_name", name)
+    if durable != name:
+        raise reader.error(f"{key}.durable_name", f"must equal name ({name!r}): the consumer is durable")
+    max_deliver = reader.integer(fields.get("max_deliver", -1), f"{key}.max_deliver", minimum=-1)
+    if max_deliver == 0:
+        raise reader.error(f"{key}.max_deliver", "must be -1 (unlimited) or at least 1")
+    return ConsumerSpec(
+        stream=reader.name(fields.get("stream"), f"{key}.stream"),
+        name=name,
+        filter_subjects=reader.subjects(fields.get("filter_subjects", []), f"{key}.filter_subjects"),
+        ack_policy=reader.choice(fields.get("ack_policy", "explicit"), f"{key}.ack_policy", ACK_POLICIES),
+        ack_wait_seconds=reader.duration(fields.get("ack_wait", "30s"), f"{key}.ack_wait", positive=True),
+        max_deliver=max_deliver,
+        deliver_policy=reader.choice(
+            fields.get("deliver_policy", "all"), f"{key}.deliver_policy", DELIVER_POLICIES
+        ),
+    )
+
+
+def _check_names_unique(platform: PlatformSpec) -> None:
+    seen: set[str] = set()
+    for index, stream in enumerate(platform.streams):
+        if stream.name in seen:
+            raise ConfigError(
+                f"stream {stream.name} is defined twice", source=platform.source, key=f"streams[{index}].name"
+            )
+        seen.add(stream.name)
+    consumers: set[tuple[str, str]] = set()
+    for index, consumer in enumerate(platform.consumers):
+        if (consumer.stream, consumer.name) in consumers:
+            raise ConfigError(
+                f"consumer {consumer.name} on stream {consumer.stream} is defined twice",
+                source=platform.source,
+                key=f"consumers[{index}].name",
+            )
+        consumers.add((consumer.stream, consumer.name))
+
+
+def _check_no_overlaps(platform: PlatformSpec) -> None:
+    collisions = find_subject_collisions({stream.name: stream.subjects for stream in platform.streams})
+    if collisions:
+        raise ConfigError(
+            "subjects overlap between streams (NATS refuses this, error 10065): "
+            + "; ".join(collision.describe() for collision in collisions)
+            + ". Narrow one of the subjects so that no subject matches both.",
+            source=platform.source,
+            key="streams",
+        )
+
+
+def _check_consumers_fit_streams(platform: PlatformSpec) -> None:
+    names = [stream.name for stream in platform.streams]
+    for index, consumer in enumerate(platform.consumers):
+        key = f"consumers[{index}]"
+        if consumer.stream not in names:
+            raise ConfigError(
+                f"stream {consumer.stream!r} is not in this file{_did_you_mean(consumer.stream, names)}",
+                source=platform.source,
+                key=f"{key}.stream",
+            )
+        stream = platform.stream(consumer.stream)
+        for subject in consumer.filter_subjects:
+            if not any(subject_within(subject, stream_subject) for stream_subject in stream.subjects):
+                raise ConfigError(
+                    f"filter subject {subject!r} is not within the subjects of stream {stream.name} "
+                    f"({', '.join(stream.subjects)})",
+                    source=platform.source,
+                    key=f"{key}.filter_subjects",
+                )
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Reader:
+    """Typed reads from the parsed YAML, each failing with the file and the key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, source=self.source, key=key or None)
+
+    def mapping(self, value: Any, key: str, *, allowed: Sequence[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a mapping with the keys {', '.join(allowed)}")
+        for name in value:
+            if name not in allowed:
+                prefix = f"{key}." if key else ""
+                raise self.error(
+                    f"{prefix}{name}",
+                    f"unknown key{_did_you_mean(str(name), allowed)}; known keys: {', '.join(allowed)}",
+                )
+        return value
+
+    def sequence(self, value: Any, key: str, *, required: bool) -> list[Any]:
+        if value is None and required:
+            raise self.error(key, "is required")
+        if not isinstance(value, list):
+            raise self.error(key, "expected a list")
+        if required and not value:
+            raise self.error(key, "must not be empty")
+        return value
+
+    def name(self, value: Any, key: str) -> str:
+        if value is None:
+            raise self.error(key, "is required")
+        if not isinstance(value, str) or not _NAME.fullmatch(value):
+            raise self.error(key, f"{value!r} is not a valid name (no spaces, '.', '*', '>', '/' or '\\')")
+        return value
+
+    def subjects(self, value: Any, key: str, *, required: bool = False) -> tuple[str, ...]:
+        items = self.sequence(value, key, required=required)
+        for index, subject in enumerate(items):
+            if not isinstance(subject, str):
+                raise self.error(f"{key}[{index}]", f"expected a subject string, got {subject!r}")
+            problem = subject_problem(subject)
+            if problem:
+                raise self.error(f"{key}[{index}]", f"subject {subject!r} {problem}")
+        return tuple(items)
+
+    def choice(self, value: Any, key: str, choices: Sequence[str]) -> str:
+        if value not in choices:
+            raise self.error(
+                key, f"{value!r} is not one of {', '.join(choices)}{_did_you_mean(str(value), choices)}"
+            )
+        return str(value)
+
+    def integer(self, value: Any, key: str, *, minimum: int, maximum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected a whole number, got {value!r}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+            raise self.error(key, f"must be {bound}, got {value}")
+        return value
+
+    def duration(self, value: Any, key: str, *, positive: bool = False) -> float:
+        if value == 0 and not positive and not isinstance(value, bool):
+            return 0.0
+        if not isinstance(value, str):
+            raise self.error(key, f"expected a duration such as 30s, 5m, 24h or 7d, got {value!r}")
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        if positive and seconds <= 0:
+            raise self.error(key, "must be longer than zero")
+        return seconds

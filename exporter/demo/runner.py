@@ -1,0 +1,239 @@
+"""The demo's lifecycle: a nats-server, the platform, its traffic and the exporter, then a clean stop.
+
+Everything started here is stopped here, in reverse order, whatever ends the demo (``--duration``, Ctrl-C,
+SIGTERM, or a part failing): traffic, exporter, connection, and the nats-server with its temporary store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TextIO
+
+from nats.aio.client import Client
+
+from exporter.connection import connect_nats
+from exporter.demo.chathandler import CHAT_CONSUMER, CHAT_STREAM, ChatHandler, HandlerOptions
+from exporter.demo.durations import format_duration
+from exporter.demo.messages import DEAD_LETTER_CHAT_SUBJECT
+from exporter.demo.platform import PlatformSpec, load_platform
+from exporter.demo.provisioning import apply_platform
+from exporter.demo.traffic import PlatformTraffic, TrafficOptions
+from exporter.jsapi import JetStreamApi
+from exporter.natsserver import NatsServerProcess
+from exporter.settings import NatsSettings, Settings, split_listen_address
+
+DEAD_LETTER_STREAM = "AI_DLQ"
+API_TIMEOUT_SECONDS = 5.0
+STOP_DEADLINE_SECONDS = 5.0  # per part, while stopping
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    # The exporter's settings. Unless ``use_existing_server``, nats.servers is replaced by the demo's own.
+    settings: Settings = field(default_factory=Settings)
+    use_existing_server: bool = False
+    duration_seconds: float | None = None  # None: until Ctrl-C or SIGTERM
+    platform_file: Path | None = None  # None: the built-in platform.yaml
+    traffic: TrafficOptions = field(default_factory=TrafficOptions)
+    handler: HandlerOptions = field(default_factory=HandlerOptions)
+
+
+async def run_demo(
+    options: DemoOptions, *, out: TextIO = sys.stdout, stop: asyncio.Event | None = None
+) -> int:
+    """Run the demo until ``stop`` is set, the duration ends, or SIGINT/SIGTERM; 1 when a part failed.
+
+    Raises ConfigError (bad platform file, listen address, overlapping subjects), NatsServerError and
+    ProvisioningError before anything keeps running; what was started by then is stopped first.
+    """
+    stop = stop or asyncio.Event()
+    platform = load_platform(options.platform_file)
+    started = time.monotonic()
+    with _signals_set(stop):
+        async with contextlib.AsyncExitStack() as stack:
+            server: NatsServerProcess | None = None
+            nats_settings = options.settings.nats
+            if not options.use_existing_server:
+                server = NatsServerProcess(server_name="ai-platform-demo")
+                # Registered before start(): a start that fails half-way still leaves nothing behind.
+                stack.push_async_callback(asyncio.to_thread, server.cleanup)
+                _say(out, "Starting nats-server with JetStream on loopback ...")
+                await asyncio.to_thread(server.start)
+                nats_settings = NatsSettings(servers=(server.url,))
+            settings = replace(options.settings, nats=nats_settings)
+            nc = await connect_nats(settings.nats, name="nats-jetstream-exporter-demo")
+            stack.push_async_callback(_close, nc)
+            api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=API_TIMEOUT_SECONDS)
+            report = await apply_platform(api, platform)
+            _say(out, report.render())
+
+            from exporter.app import ExporterApp  # noqa: PLC0415 (the daemon's dependencies, only when run)
+
+            app = ExporterApp(settings)
+            await app.start()
+            stack.push_async_callback(app.stop)
+
+            traffic = PlatformTraffic(nc, options.traffic)
+            handler = ChatHandler(nc, options.handler, domain=settings.nats.domain)
+            workers = [
+                asyncio.create_task(traffic.run(), name="demo-traffic"),
+                asyncio.create_task(handler.run(), name="demo-chat-handler"),
+            ]
+            stack.push_async_callback(_cancel, workers)
+            _say(out, _guide(options, platform, settings, app.port, server))
+
+            failure = await _wait_for_end(stop, workers, options.duration_seconds)
+            if failure is not None:
+                _say(out, f"Stopping: {failure}")
+            _say(
+                out, "Stopping the traffic and the exporter" + (" and nats-server ..." if server else " ...")
+            )
+        elapsed = format_duration(round(time.monotonic() - started))
+        stats = handler.stats
+        _say(
+            out,
+            f"Stopped after {elapsed}. Published {sum(traffic.published.values())} messages; "
+            f"chat-handler acked {stats.acked}, NAKed {stats.naked}, dead-lettered {stats.dead_lettered}."
+            + ("" if server is None else " nats-server is stopped and its temporary store removed."),
+        )
+    return 1 if failure is not None else 0
+
+
+async def _wait_for_end(
+    stop: asyncio.Event, workers: list[asyncio.Task[None]], duration: float | None
+) -> str | None:
+    """None when stopped or timed out as asked; the reason when a worker ended by itself."""
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {stopped, *workers}, timeout=duration, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        stopped.cancel()
+    for worker in workers:
+        if worker in done:
+            error = worker.exception()
+            # The traffic's task group wraps its failure: show the failure itself.
+            while isinstance(error, BaseExceptionGroup) and error.exceptions:
+                error = error.exceptions[0]
+            reason = f"{type(error).__name__}: {error}" if error is not None else "no error"
+            return f"{worker.get_name()} ended unexpectedly ({reason})"
+    return None
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait, but never let a stuck task hold up the rest of the teardown."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=STOP_DEADLINE_SECONDS)
+
+
+async def _close(nc: Client) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), STOP_DEADLINE_SECONDS)
+
+
+@contextlib.contextmanager
+def _signals_set(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` instead of killing the process, so the teardown runs."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue  # not the main thread (tests) or not supported: the caller sets `stop` itself
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def _say(out: TextIO, text: str) -> None:
+    print(text, file=out, flush=True)
+
+
+def exporter_base_url(listen_address: str, port: int) -> str:
+    """The URL to open for a listen address: all interfaces are shown as ``localhost``."""
+    host, _ = split_listen_address(listen_address)
+    if host in (None, "", "0.0.0.0", "::"):  # noqa: S104 (recognising the wildcard, not binding it)
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+_GUIDE = """
+The AI platform's JetStream is running, with traffic.
+  {where}
+  Exporter: {base}/         (landing page)
+            {base}/metrics  (collected every {interval})
+
+What to look at in /metrics:
+  * the {stream_count} streams:
+    {streams}.
+    nats_stream_messages_total{{stream="..."}} grows with the traffic; rate() of it is each message rate.
+  * the {consumer} consumer on {chat_stream} fails on purpose: {failure:.0%} of the chat messages fail
+    on every delivery, are NAKed with a {nak_delay} delay and, on delivery {max_deliver} (max_deliver),
+    republished to {dlq_subject} and terminated; {retry:.0%} fail once, then succeed; {abandon:.0%} hit
+    a handler bug (NAKed even on their last delivery, so the server gives up on them):
+    nats_consumer_pending_messages, nats_consumer_ack_pending, nats_consumer_redelivered_messages,
+    nats_consumer_naks_total, nats_consumer_terminated_messages_total,
+    nats_consumer_max_deliveries_exceeded_total.
+  * dead letters land in {dlq}: nats_dlq_messages{{stream="{dlq}",subject="{dlq_subject}"}};
+    read them with: python -m exporter dlq list --nats-url {nats_url}
+
+{stop}"""
+
+
+def _guide(
+    options: DemoOptions,
+    platform: PlatformSpec,
+    settings: Settings,
+    port: int,
+    server: NatsServerProcess | None,
+) -> str:
+    nats_url = settings.nats.servers[0]
+    if server is not None and server.store_dir is not None:
+        where = f"NATS:     {nats_url} (the demo's nats-server, temporary store {server.store_dir.parent})"
+    else:
+        where = f"NATS:     {nats_url} (an existing server: the platform's streams stay there after the demo)"
+    consumer = next(
+        (c for c in platform.consumers if (c.stream, c.name) == (CHAT_STREAM, CHAT_CONSUMER)),
+        None,
+    )
+    handler = options.handler
+    if options.duration_seconds is not None:
+        stop = f"Stops by itself after {format_duration(options.duration_seconds)}; Ctrl-C stops it earlier."
+    else:
+        stop = "Press Ctrl-C to stop: everything the demo started is stopped and removed."
+    return _GUIDE.format(
+        where=where,
+        base=exporter_base_url(settings.web.listen_address, port),
+        interval=format_duration(settings.collection.interval_seconds),
+        stream_count=len(platform.streams),
+        streams=textwrap.fill(
+            ", ".join(s.name for s in platform.streams), width=100, subsequent_indent="    "
+        ),
+        consumer=CHAT_CONSUMER,
+        chat_stream=CHAT_STREAM,
+        failure=handler.failure_ratio,
+        retry=handler.retry_ratio,
+        abandon=handler.abandon_ratio,
+        nak_delay=format_duration(handler.nak_delay_seconds),
+        max_deliver=consumer.max_deliver if consumer is not None else "(not configured)",
+        dlq=DEAD_LETTER_STREAM,
+        dlq_subject=DEAD_LETTER_CHAT_SUBJECT,
+        nats_url=nats_url,
+        stop=stop,
+    )

@@ -1,0 +1,291 @@
+"""The demo as a user runs it: a real process, real /metrics, and nothing left behind when it stops."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import aiohttp
+import nats
+import pytest
+from conftest import wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.demo.chathandler import HandlerOptions
+from exporter.demo.cli import add_subcommand
+from exporter.demo.runner import DemoOptions, exporter_base_url, run_demo
+from exporter.demo.traffic import TrafficOptions
+from exporter.errors import ConfigError
+from exporter.jsapi import JetStreamApi
+from exporter.natsserver import NatsServerProcess, free_port
+from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC_STREAMS = (
+    "COMPANIONS_LOGINS",
+    "COMPANIONS_CHAT",
+    "AI_CHAT_STREAM",
+    "AI_VOICE_STREAM",
+    "AI_VOICE_RESPONSE_STREAM",
+    "AI_PIPELINE",
+    "AI_DLQ",
+)
+CHAT_HANDLER = {"stream": "COMPANIONS_CHAT", "consumer": "chat-handler"}
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def child_pids(parent: int, name: str) -> set[int]:
+    """Processes called ``name`` whose parent is ``parent``, read from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue  # exited meanwhile
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and comm == name:
+            found.add(int(entry.name))
+    return found
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(entry.name for entry in directory.iterdir())
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def scrape(url: str) -> Samples:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        text = await response.text()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset({"account": "$G", **labels}.items())))
+
+
+def demo_scene_visible(samples: Samples) -> bool:
+    """What the demo promises a user within a minute."""
+    streams = [value(samples, "nats_stream_messages_total", stream=name) for name in SPEC_STREAMS]
+    deliveries = value(samples, "nats_consumer_deliveries_total", **CHAT_HANDLER) or 0
+    delivered_up_to = value(samples, "nats_consumer_delivered_stream_sequence", **CHAT_HANDLER) or 0
+    return (
+        all(count is not None and count > 0 for count in streams)
+        and value(samples, "nats_consumer_pending_messages", **CHAT_HANDLER) is not None
+        and value(samples, "nats_consumer_ack_pending", **CHAT_HANDLER) is not None
+        and value(samples, "nats_consumer_redelivered_messages", **CHAT_HANDLER) is not None
+        # More deliveries than messages it could have been given: redeliveries happened.
+        and deliveries > delivered_up_to
+        and (value(samples, "nats_consumer_naks_total", **CHAT_HANDLER) or 0) > 0
+        and (value(samples, "nats_consumer_terminated_messages_total", **CHAT_HANDLER) or 0) > 0
+        and value(samples, "nats_consumer_max_deliveries_exceeded_total", **CHAT_HANDLER) is not None
+        and (value(samples, "nats_dlq_messages", stream="AI_DLQ", subject="ai.dlq.chat") or 0) > 0
+    )
+
+
+@pytest.fixture
+def private_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A TMPDIR of the test's own, so that "nothing left behind" can be checked exactly."""
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return directory
+
+
+@pytest.mark.timeout(60)
+async def test_demo_process_shows_the_scene_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    port = free_port()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {key: text for key, text in os.environ.items() if not key.startswith("NATS_EXPORTER_")}
+    env |= {"TMPDIR": str(scratch), "PYTHONUNBUFFERED": "1"}
+    stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        demo = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "exporter",
+            "demo",
+            "--duration",
+            "25s",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            cwd=REPO,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+    try:
+        await wait_for(
+            lambda: bool(child_pids(demo.pid, "nats-server")), timeout=20, message="the demo's nats-server"
+        )
+        [server_pid] = child_pids(demo.pid, "nats-server")
+
+        async def scene_visible() -> bool:
+            assert demo.returncode is None, stderr_path.read_text()
+            try:
+                samples = await scrape(f"http://127.0.0.1:{port}/metrics")
+            except aiohttp.ClientConnectionError:
+                return False
+            return demo_scene_visible(samples)
+
+        await wait_for(
+            scene_visible, timeout=24, interval=0.5, message="the platform's streams, failures and DLQ"
+        )
+        demo.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(demo.wait(), 20) == 0, stderr_path.read_text()
+    finally:
+        if demo.returncode is None:  # the test failed: still stop it the way that cleans up
+            demo.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(demo.wait(), 20)
+            except TimeoutError:
+                demo.kill()
+                await demo.wait()
+    output = stdout_path.read_text()
+    assert f"http://127.0.0.1:{port}/metrics" in output
+    assert "chat-handler consumer on COMPANIONS_CHAT fails on purpose" in output
+    assert "python -m exporter dlq list" in output
+    assert "Stopped after" in output
+    assert not process_exists(server_pid)
+    assert leftovers(scratch) == []
+    with socket.socket() as probe:  # the HTTP port is free again
+        probe.bind(("127.0.0.1", port))
+
+
+async def test_demo_on_an_existing_server_provisions_it_and_leaves_its_streams(
+    nats_server: NatsServerProcess, private_tmpdir: Path
+) -> None:
+    out = io.StringIO()
+    stop = asyncio.Event()
+    options = DemoOptions(
+        settings=Settings(
+            nats=NatsSettings(servers=(nats_server.url,)),
+            web=WebSettings(listen_address="127.0.0.1:0"),
+            collection=CollectionSettings(interval_seconds=0.5, deadline_seconds=0.4),
+            dead_letter_streams=("AI_DLQ",),
+        ),
+        use_existing_server=True,
+        traffic=TrafficOptions(chat_rate=20, voice_rate=2, login_rate=2),
+        handler=HandlerOptions(failure_ratio=0.3, nak_delay_seconds=0.2),
+    )
+    demo = asyncio.create_task(run_demo(options, out=out, stop=stop))
+    try:
+        await wait_for(lambda: "/metrics" in out.getvalue() or demo.done(), timeout=15, message="the guide")
+        assert not demo.done(), out.getvalue()
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/metrics", out.getvalue())
+        assert match is not None, out.getvalue()
+
+        async def dead_letters_counted() -> bool:
+            samples = await scrape(f"{match.group(1)}/metrics")
+            return (value(samples, "nats_dlq_messages", stream="AI_DLQ", subject="ai.dlq.chat") or 0) > 0
+
+        await wait_for(dead_letters_counted, timeout=15, interval=0.2, message="dead letters in /metrics")
+        assert child_pids(os.getpid(), "nats-server") == {nats_server._process.pid}  # no server of its own
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(demo, 15) == 0
+    assert "an existing server" in out.getvalue()
+    nc = await nats.connect(nats_server.url)
+    try:
+        names = await JetStreamApi(nc, domain=None, timeout_seconds=5).request_json("STREAM.NAMES")
+    finally:
+        await nc.close()
+    assert sorted(names["streams"]) == sorted(SPEC_STREAMS)
+    assert leftovers(private_tmpdir) == []
+
+
+async def test_a_failed_start_stops_the_server_it_started(private_tmpdir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        options = DemoOptions(settings=Settings(web=WebSettings(listen_address=f"127.0.0.1:{port}")))
+        out = io.StringIO()
+        with pytest.raises(ConfigError, match="cannot listen on"):
+            await run_demo(options, out=out)
+    assert "Provisioned" in out.getvalue()  # the server was up and provisioned before the failure
+    assert child_pids(os.getpid(), "nats-server") == set()
+    assert leftovers(private_tmpdir) == []
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--nats-url", action="append", dest="nats_url")
+    common.add_argument("--web.listen-address", dest="web_listen_address")
+    parser = argparse.ArgumentParser(prog="exporter")
+    add_subcommand(parser.add_subparsers(), common)
+    return parser
+
+
+def test_demo_flags_parse_and_refuse_nonsense(capsys: pytest.CaptureFixture[str]) -> None:
+    args = demo_parser().parse_args(["demo", "--duration", "1m30s", "--chat-rate", "10", "--nak-delay", "2s"])
+    assert (args.duration, args.chat_rate, args.nak_delay, args.failure_ratio) == (90.0, 10.0, 2.0, 0.1)
+    assert not hasattr(args, "nats_url")  # absent shared flags stay absent: the demo starts its own server
+    for bad in (["--duration", "soon"], ["--failure-ratio", "2"], ["--chat-rate", "-1"], ["--users", "0"]):
+        with pytest.raises(SystemExit) as caught:
+            demo_parser().parse_args(["demo", *bad])
+        assert caught.value.code == 2
+    assert capsys.readouterr().err.count("error: argument") == 4
+    args = demo_parser().parse_args(["demo", "--failure-ratio", "0.6", "--retry-ratio", "0.6"])
+    assert args.handler(args) == 2
+    assert "ratios must each be within 0..1 and sum to at most 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [
+        (":10422", "http://localhost:10422"),
+        ("0.0.0.0:10422", "http://localhost:10422"),
+        ("127.0.0.1:0", "http://127.0.0.1:0"),
+        ("[::1]:10422", "http://[::1]:10422"),
+    ],
+)
+def test_exporter_base_url(address: str, url: str) -> None:
+    port = int(address.rsplit(":", 1)[1])
+    assert exporter_base_url(address, port) == url
+
+
+async def test_a_part_that_fails_stops_the_demo_and_says_why(
+    nats_server: NatsServerProcess, private_tmpdir: Path
+) -> None:
+    out = io.StringIO()
+    options = DemoOptions(
+        settings=Settings(nats=NatsSettings(servers=(nats_server.url,)), web=WebSettings("127.0.0.1:0")),
+        use_existing_server=True,
+    )
+    demo = asyncio.create_task(run_demo(options, out=out, stop=asyncio.Event()))
+    await wait_for(lambda: "/metrics" in out.getvalue() or demo.done(), timeout=15, message="the guide")
+    nc = await nats.connect(nats_server.url)
+    try:
+        api = JetStreamApi(nc, domain=None, timeout_seconds=5)
+        await api.request_json("CONSUMER.DELETE.COMPANIONS_CHAT.chat-handler")
+    finally:
+        await nc.close()
+    assert await asyncio.wait_for(demo, 15) == 1
+    assert "Stopping: demo-chat-handler ended unexpectedly (" in out.getvalue()
+    assert "Stopped after" in out.getvalue()
