@@ -26,7 +26,7 @@ from exporter.advisories import AdvisoryCounter
 from exporter.connection import NatsConnectError, connect_nats, redact_url
 from exporter.errors import ConfigError
 from exporter.metrics import render_both_formats
-from exporter.server import Exposition, ExpositionCache, build_web_app
+from exporter.server import Exposition, ExpositionCache, build_web_app, compress
 from exporter.settings import Settings, split_listen_address
 from exporter.snapshot import ExporterHealth, Snapshot
 from exporter.source import CollectionError, JetStreamSource
@@ -50,9 +50,14 @@ RECONNECT_BACKOFF_MAX_SECONDS = 30.0
 CLOSE_TIMEOUT_SECONDS = 2.0
 
 
-def render_both(snapshot: Snapshot | None, health: ExporterHealth) -> Exposition:
-    """Both exposition formats and their gzip forms: the whole per-cycle rendering cost, in one place."""
-    return Exposition.from_renderings(*render_both_formats(snapshot, health))
+async def build_exposition(snapshot: Snapshot | None, health: ExporterHealth) -> Exposition:
+    """A cycle's whole rendering cost, off the event loop: both formats, then both compressed at once
+    (zlib releases the GIL, so the two compressions use both cores)."""
+    text, openmetrics = await asyncio.to_thread(render_both_formats, snapshot, health)
+    text_gzip, openmetrics_gzip = await asyncio.gather(
+        asyncio.to_thread(compress, text), asyncio.to_thread(compress, openmetrics)
+    )
+    return Exposition(text, text_gzip, openmetrics, openmetrics_gzip)
 
 
 class _StateLog:
@@ -93,7 +98,7 @@ class ExporterApp:
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._servers = ", ".join(redact_url(server) for server in settings.nats.servers)
-        self._cache = ExpositionCache(render_both(None, self._health()))
+        self._cache = ExpositionCache(Exposition.from_renderings(*render_both_formats(None, self._health())))
 
     @property
     def port(self) -> int:
@@ -259,7 +264,7 @@ class ExporterApp:
             self._collection_log.enter(logging.WARNING, "failed", f"collection failed at {stage}: {message}")
             self._drop_stale_snapshot()
         snapshot = self._snapshot
-        self._cache.current = await asyncio.to_thread(render_both, snapshot, self._health())
+        self._cache.current = await build_exposition(snapshot, self._health())
         self._serving_data = snapshot is not None
 
     async def _fetch(self) -> tuple[str, str] | None:

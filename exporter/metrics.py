@@ -531,6 +531,10 @@ def format_value(value: float) -> str:
     return _float_to_go_string(value)
 
 
+# Label values of a stream or consumer rarely change between cycles, so their blocks are memoised: a
+# steady-state render skips a third of its work. Bounded so that churned names cannot grow it for ever
+# (131,072 blocks of ~150 bytes: about 25 MB at worst; 1,000 streams x 10 consumers use ~25,000).
+@functools.lru_cache(maxsize=1 << 17)
 def _label_block(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     """``{name="value",...}`` with labels sorted by name, as prometheus_client writes them."""
     if not names:
@@ -541,8 +545,8 @@ def _label_block(names: tuple[str, ...], values: tuple[str, ...]) -> str:
 
 def _sample_lines(
     family: Family[Any], entries: Sequence[tuple[Any, tuple[str, ...]]], blocks: Sequence[str] | None
-) -> str:
-    """The family's series, one line each; the same in both formats."""
+) -> bytes:
+    """The family's series, one line each, encoded once: the same bytes serve both formats."""
     lines: list[str] = []
     append = lines.append
     name = family.name
@@ -559,12 +563,12 @@ def _sample_lines(
             value = value_of(entity)
             if value is not None:
                 append(f"{name}{block} {format_value(value)}\n")
-    return "".join(lines)
+    return "".join(lines).encode()
 
 
-def _rendered_families(sources: Sources) -> list[tuple[Family[Any], str]]:
+def _rendered_families(sources: Sources) -> list[tuple[Family[Any], bytes]]:
     """Every family that has at least one series, with its sample lines."""
-    rendered: list[tuple[Family[Any], str]] = []
+    rendered: list[tuple[Family[Any], bytes]] = []
     # Families of one scope share the entities and their label blocks, computed once per render.
     entries_by_scope: dict[int, list[tuple[Any, tuple[str, ...]]]] = {}
     blocks_by_scope: dict[int, list[str]] = {}
@@ -585,16 +589,17 @@ def _rendered_families(sources: Sources) -> list[tuple[Family[Any], str]]:
     return rendered
 
 
-def _exposition(rendered: list[tuple[Family[Any], str]], *, openmetrics: bool) -> bytes:
-    out: list[str] = []
+def _exposition(rendered: list[tuple[Family[Any], bytes]], *, openmetrics: bool) -> bytes:
+    # Joined as bytes: no transient copy of the whole exposition as a str (peak memory, issue 2's RSS goal).
+    out: list[bytes] = []
     for family, samples in rendered:
         header_name = family.family_name if openmetrics else family.name
-        out.append(f"# HELP {header_name} {escape_help(family.help, openmetrics=openmetrics)}\n")
-        out.append(f"# TYPE {header_name} {family.type}\n")
+        help_text = escape_help(family.help, openmetrics=openmetrics)
+        out.append(f"# HELP {header_name} {help_text}\n# TYPE {header_name} {family.type}\n".encode())
         out.append(samples)
     if openmetrics:
-        out.append("# EOF\n")
-    return "".join(out).encode()
+        out.append(b"# EOF\n")
+    return b"".join(out)
 
 
 def render_exposition(
