@@ -7,6 +7,7 @@ looks wrong) and names its unit. Panel ids are assigned by ``build.py`` when the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import (
     bargauge,
@@ -46,6 +47,7 @@ from dashboards.variables import DATASOURCE
 
 REF_IDS = "ABCDEFGHIJ"
 PanelBuilder = Builder[Panel]
+PanelT = TypeVar("PanelT", timeseries.Panel, stat.Panel, gauge.Panel, bargauge.Panel, table.Panel)
 
 # Units Grafana knows by id; an unknown id is shown as a suffix, which is what "msg/s" relies on.
 BYTES = "bytes"
@@ -124,6 +126,26 @@ def _table_legend() -> common.VizLegendOptions:
     )
 
 
+def _panel(  # noqa: PLR0913 (the same named options as the panel constructors it serves)
+    panel: PanelT,
+    title: str,
+    description: str,
+    targets: list[Builder[Dataquery]],
+    *,
+    width: int,
+    height: int,
+) -> PanelT:
+    """What every panel has: a title, a description, the ``$datasource``, its queries and its size."""
+    return (
+        panel.title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(targets)
+        .span(width)
+        .height(height)
+    )
+
+
 def timeseries_panel(  # noqa: PLR0913 (one call per panel reads best with every option named)
     title: str,
     description: str,
@@ -135,15 +157,10 @@ def timeseries_panel(  # noqa: PLR0913 (one call per panel reads best with every
     minimum: float | None = 0,
 ) -> timeseries.Panel:
     """A graph over time; ``limit_line`` draws dashed threshold lines (e.g. a ratio's 80 % and 95 %)."""
+    targets = _targets(queries, instant=False, as_table=False)
     panel = (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(queries, instant=False, as_table=False))
+        _panel(timeseries.Panel(), title, description, targets, width=width, height=height)
         .unit(unit)
-        .span(width)
-        .height(height)
         .legend(_table_legend())
         .fill_opacity(10)
         .line_width(1)
@@ -169,15 +186,10 @@ def stat_panel(  # noqa: PLR0913 (one call per panel reads best with every optio
     no_value: str | None = None,
 ) -> stat.Panel:
     """Current values as big numbers (the last point), one per series, named by the legend."""
+    targets = _targets(queries, instant=False, as_table=False)
     panel = (
-        stat.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(queries, instant=False, as_table=False))
+        _panel(stat.Panel(), title, description, targets, width=width, height=height)
         .unit(unit)
-        .span(width)
-        .height(height)
         .thresholds(thresholds(*steps))
         .color_mode(BigValueColorMode.BACKGROUND)
         .graph_mode(BigValueGraphMode.AREA)
@@ -200,17 +212,12 @@ def gauge_panel(
     height: int = 8,
 ) -> gauge.Panel:
     """A ratio of a limit, 0 to 1, coloured at 80 % and 95 %."""
+    targets = _targets((query,), instant=False, as_table=False)
     return (
-        gauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets((query,), instant=False, as_table=False))
+        _panel(gauge.Panel(), title, description, targets, width=width, height=height)
         .unit(RATIO)
         .min(0)
         .max(1)
-        .span(width)
-        .height(height)
         .thresholds(thresholds(*LIMIT_THRESHOLDS))
         .show_threshold_markers(show_threshold_markers=True)
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(values=False))
@@ -228,16 +235,11 @@ def bargauge_panel(  # noqa: PLR0913 (one call per panel reads best with every o
     steps: tuple[tuple[float, str], ...] = (),
 ) -> bargauge.Panel:
     """A ranking (``topk``) as horizontal bars, read at the end of the time range."""
+    targets = _targets((query,), instant=True, as_table=False)
     return (
-        bargauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets((query,), instant=True, as_table=False))
+        _panel(bargauge.Panel(), title, description, targets, width=width, height=height)
         .unit(unit)
         .min(0)
-        .span(width)
-        .height(height)
         .thresholds(thresholds(*steps))
         .orientation(VizOrientation.HORIZONTAL)
         .display_mode(BarGaugeDisplayMode.GRADIENT)
@@ -262,14 +264,9 @@ def table_panel(  # noqa: PLR0913 (one call per panel reads best with every opti
     """One row per label set (e.g. per stream), one column per instant query, merged on the labels."""
     rename = {f"Value #{ref_id}": column.header for ref_id, column in zip(REF_IDS, columns, strict=False)}
     order = {name: index for index, name in enumerate((*label_columns, *rename))}
+    targets = _targets(tuple(Query(c.expr) for c in columns), instant=True, as_table=True)
     panel = (
-        table.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets(tuple(Query(c.expr) for c in columns), instant=True, as_table=True))
-        .span(width)
-        .height(height)
+        _panel(table.Panel(), title, description, targets, width=width, height=height)
         .with_transformation(DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(
             DataTransformerConfig(
@@ -298,18 +295,10 @@ def info_table_panel(
     height: int = 5,
 ) -> table.Panel:
     """The labels of an ``*_info`` series (value always 1), one row per series."""
-    return (
-        table.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .targets(_targets((query,), instant=True, as_table=True))
-        .span(width)
-        .height(height)
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={"excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True}},
-            )
+    targets = _targets((query,), instant=True, as_table=True)
+    return _panel(table.Panel(), title, description, targets, width=width, height=height).with_transformation(
+        DataTransformerConfig(
+            id_val="organize",
+            options={"excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True}},
         )
     )

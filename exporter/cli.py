@@ -25,10 +25,10 @@ from exporter.config import (
     LOG_FORMATS,
     LOG_LEVELS,
     config_file_path,
-    format_duration,
     secrets_in,
     settings_from_args,
 )
+from exporter.durations import format_duration
 from exporter.errors import ConfigError
 from exporter.logs import configure_logging
 from exporter.settings import DEFAULT_LISTEN_ADDRESS, DEFAULT_NATS_URL, Settings

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from exporter.durations import format_duration, parse_duration
 from exporter.errors import ConfigError
 from exporter.settings import (
     CollectionSettings,
@@ -118,18 +119,6 @@ _AUTH_METHODS = ("nats.password", "nats.token", "nats.nkey_seed_file", "nats.cre
 # Used as the deadline's share of the interval when only the interval is set, so `--interval 5s` works.
 _DEFAULT_DEADLINE_SHARE = 2 / 3
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _INTEGER = re.compile(r"[+-]?\d+")
 _HOSTNAME = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
@@ -139,51 +128,7 @@ _STREAM_NAME_FORBIDDEN = frozenset(" \t\r\n.*>/\\")
 _DOMAIN_FORBIDDEN = frozenset(" \t\r\n.*>")
 
 T = TypeVar("T")
-
-
-# -- durations -----------------------------------------------------------------------------------------
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from a Go-style duration ("15s", "1m30s", "500ms", "2h") or a plain number of seconds.
-
-    Raises ValueError with a message fit for the user.
-    """
-    stripped = text.strip()
-    if _PLAIN_NUMBER.fullmatch(stripped):
-        return float(stripped)
-    sign = -1.0 if stripped.startswith("-") else 1.0
-    body = stripped[1:] if stripped[:1] in "+-" else stripped
-    position, total = 0, 0.0
-    for match in _DURATION_PART.finditer(body):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    if not body or position != len(body):
-        raise ValueError(
-            f"invalid duration {text!r}: use a number with a unit (h, m, s, ms, us, ns), "
-            'e.g. "15s", "1m30s", "500ms", or a plain number of seconds'
-        )
-    return sign * total
-
-
-def format_duration(seconds: float) -> str:
-    """Go-style text for a duration: 90 -> "1m30s", 0.5 -> "500ms"."""
-    if seconds == 0:
-        return "0s"
-    if seconds < 0:
-        return f"-{format_duration(-seconds)}"
-    if seconds < 1:
-        return f"{round(seconds * 1000, 6):g}ms"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{int(hours)}h"] if hours else []
-    if minutes:
-        parts.append(f"{int(minutes)}m")
-    if secs or not parts:
-        parts.append(f"{round(secs, 6):g}s")
-    return "".join(parts)
+N = TypeVar("N", int, float)
 
 
 # -- the YAML file ---------------------------------------------------------------------------------------
@@ -476,20 +421,6 @@ def _duration(value: _Value) -> float:
     return seconds
 
 
-def _positive_duration(value: _Value) -> float:
-    seconds = _duration(value)
-    if seconds <= 0:
-        raise _InvalidValueError(f"must be greater than zero, got {format_duration(seconds)}")
-    return seconds
-
-
-def _non_negative_duration(value: _Value) -> float:
-    seconds = _duration(value)
-    if seconds < 0:
-        raise _InvalidValueError(f"must not be negative, got {value.raw!r}")
-    return seconds
-
-
 def _integer(value: _Value) -> int:
     raw = value.raw
     if isinstance(raw, int) and not isinstance(raw, bool):
@@ -500,18 +431,25 @@ def _integer(value: _Value) -> int:
     raise _InvalidValueError(f"expected a whole number, got {_describe(raw)}{shown}")
 
 
-def _positive_integer(value: _Value) -> int:
-    number = _integer(value)
-    if number <= 0:
-        raise _InvalidValueError(f"must be greater than zero, got {number}")
-    return number
+def _sign_checked(
+    parse: Callable[[_Value], N], *, allow_zero: bool, show: Callable[[N], str] = str
+) -> Callable[[_Value], N]:
+    """``parse``, then refuse a negative result and, unless ``allow_zero``, zero too."""
+
+    def parse_checked(value: _Value) -> N:
+        number = parse(value)
+        if number < 0 or (number == 0 and not allow_zero):
+            requirement = "must not be negative" if allow_zero else "must be greater than zero"
+            raise _InvalidValueError(f"{requirement}, got {show(number)}")
+        return number
+
+    return parse_checked
 
 
-def _non_negative_integer(value: _Value) -> int:
-    number = _integer(value)
-    if number < 0:
-        raise _InvalidValueError(f"must not be negative, got {number}")
-    return number
+_positive_duration = _sign_checked(_duration, allow_zero=False, show=format_duration)
+_non_negative_duration = _sign_checked(_duration, allow_zero=True, show=format_duration)
+_positive_integer = _sign_checked(_integer, allow_zero=False)
+_non_negative_integer = _sign_checked(_integer, allow_zero=True)
 
 
 def _pattern(value: _Value) -> re.Pattern[str]:

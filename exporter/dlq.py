@@ -13,7 +13,6 @@ import base64
 import contextlib
 import datetime as dt
 import json
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -23,8 +22,9 @@ from typing import Any, Final
 import nats.errors
 from nats.aio.client import Client
 
-from exporter.config import parse_duration, settings_from_args
+from exporter.config import settings_from_args
 from exporter.connection import NatsConnectError, connect_nats
+from exporter.durations import parse_duration
 from exporter.jsapi import (
     NO_MESSAGE_FOUND,
     STREAM_NOT_FOUND,
@@ -83,9 +83,6 @@ class TimeBound:
         return now - (self.ago_seconds or 0.0)
 
 
-_DAYS = re.compile(r"(\d+)d(.*)")
-
-
 def parse_time_bound(text: str) -> TimeBound:
     """An RFC 3339 time with its offset (``2026-02-01T14:30:00Z``) or a duration ago (``90m``, ``2d12h``)."""
     stripped = text.strip()
@@ -101,12 +98,8 @@ def parse_time_bound(text: str) -> TimeBound:
                 f"time {text!r} has no offset: add Z for UTC or +HH:MM, e.g. 2026-02-01T14:30:00Z"
             )
         return TimeBound(text, absolute=moment.timestamp())
-    days, rest = 0, stripped
-    match = _DAYS.fullmatch(stripped)
-    if match is not None:
-        days, rest = int(match.group(1)), match.group(2)
     try:
-        seconds = days * 86400.0 + (parse_duration(rest) if rest else 0.0)
+        seconds = parse_duration(stripped)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"invalid time {text!r}: use a duration ago like 30m, 1h, 2d, "

@@ -78,6 +78,11 @@ class NatsServerProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs, else None."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
     def config_text(self) -> str:
         store = self._store()
         return (

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import textwrap
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from pki import make_authority, make_pki
 
 from exporter.cli import build_parser, run_cli
 from exporter.config import (
@@ -20,9 +16,7 @@ from exporter.config import (
     ENV_KEYS,
     ENV_PREFIX,
     FLAG_KEYS,
-    format_duration,
     load_config_file,
-    parse_duration,
     secrets_in,
     settings_from_args,
 )
@@ -241,50 +235,18 @@ def test_default_deadline_shrinks_with_a_short_interval():
     assert load(["--interval", "1m"]).collection.deadline_seconds == 10.0
 
 
-# -- durations ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("15s", 15.0),
-        ("1m30s", 90.0),
-        ("500ms", 0.5),
-        ("2h", 7200.0),
-        ("1.5h", 5400.0),
-        ("1h2m3.5s", 3723.5),
-        ("250us", 0.00025),
-        ("250µs", 0.00025),
-        ("10ns", 1e-8),
-        ("10", 10.0),
-        ("2.5", 2.5),
-        (" 15s ", 15.0),
-        ("-1s", -1.0),
-    ],
-)
-def test_parse_duration(text, seconds):
-    assert parse_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "s", "15x", "1m30", "15 s", "1e3s", "inf", "nan", "1d", "m15", "--1s"])
-def test_parse_duration_rejects(text):
-    with pytest.raises(ValueError, match="invalid duration"):
-        parse_duration(text)
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(0, "0s"), (0.5, "500ms"), (15, "15s"), (90, "1m30s"), (7200, "2h"), (3723.5, "1h2m3.5s")],
-)
-def test_format_duration_round_trips(seconds, text):
-    assert format_duration(seconds) == text
-    assert parse_duration(text) == seconds
+# -- durations (the parser itself: test_durations.py) -------------------------------------------------
 
 
 def test_durations_as_plain_numbers_in_yaml(tmp_path):
     config = write(tmp_path, "collection:\n  interval: 20\n  deadline: 7.5\n")
     collection = load(["--config", str(config)]).collection
     assert (collection.interval_seconds, collection.deadline_seconds) == (20.0, 7.5)
+
+
+def test_days_are_a_duration_unit(tmp_path):
+    config = write(tmp_path, "collection:\n  stale_data_ttl: 1d12h\n")
+    assert load(["--config", str(config)]).collection.stale_data_ttl_seconds == 1.5 * 86400
 
 
 # -- filters --------------------------------------------------------------------------------------------
@@ -539,54 +501,33 @@ def test_flag_errors_name_the_flag(capsys, argv, key, words):
 # -- TLS material is loaded, not only found --------------------------------------------------------------
 
 
-def write_certificate(tmp_path: Path, *, passphrase: bytes | None = None) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "exporter")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    encryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
-    )
-    cert_path, key_path = tmp_path / "client.pem", tmp_path / "client.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    )
-    return cert_path, key_path
+def write_tls(tmp_path: Path, **files: Path) -> Path:
+    """A configuration file with ``files`` (ca_file, cert_file, key_file) in nats.tls."""
+    return write(tmp_path, "nats:\n  tls:\n" + "".join(f"    {key}: {path}\n" for key, path in files.items()))
 
 
 def test_tls_files_that_load_are_accepted(tmp_path):
-    cert, key = write_certificate(tmp_path)
-    config = write(
-        tmp_path, f"nats:\n  tls:\n    ca_file: {cert}\n    cert_file: {cert}\n    key_file: {key}\n"
-    )
+    pki = make_pki(tmp_path / "pki")
+    ca, client = pki.ca.cert_file, pki.client
+    config = write_tls(tmp_path, ca_file=ca, cert_file=client.cert_file, key_file=client.key_file)
     tls = load(["--config", str(config)]).nats.tls
-    assert (tls.ca_file, tls.cert_file, tls.key_file) == (str(cert), str(cert), str(key))
+    assert (tls.ca_file, tls.cert_file, tls.key_file) == (
+        str(ca),
+        str(client.cert_file),
+        str(client.key_file),
+    )
 
 
 def test_an_encrypted_client_key_is_refused_without_prompting(tmp_path, capsys):
-    cert, key = write_certificate(tmp_path, passphrase=b"passphrase")
-    config = write(tmp_path, f"nats:\n  tls:\n    cert_file: {cert}\n    key_file: {key}\n")
+    client = make_authority(tmp_path, "ca").issue(tmp_path, "client", server=False, passphrase=b"passphrase")
+    config = write_tls(tmp_path, cert_file=client.cert_file, key_file=client.key_file)
     err = check_config_fails(capsys, ["--config", str(config)])
     assert f"{config}: nats.tls.key_file: the client key is encrypted" in err
 
 
 def test_a_key_that_does_not_match_the_certificate_is_refused(tmp_path, capsys):
-    cert, _ = write_certificate(tmp_path)
-    other = tmp_path / "other"
-    other.mkdir()
-    _, other_key = write_certificate(other)
-    config = write(tmp_path, f"nats:\n  tls:\n    cert_file: {cert}\n    key_file: {other_key}\n")
+    pki = make_pki(tmp_path / "pki")
+    config = write_tls(tmp_path, cert_file=pki.client.cert_file, key_file=pki.server.key_file)
     err = check_config_fails(capsys, ["--config", str(config)])
     assert f"{config}: nats.tls.key_file: cannot load the client certificate and key" in err
 

@@ -18,6 +18,7 @@ import nats
 import pytest
 from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
+from spec_platform import SPEC_STREAM_NAMES
 
 from exporter.demo.chathandler import HandlerOptions
 from exporter.demo.cli import add_subcommand
@@ -29,15 +30,6 @@ from exporter.natsserver import NatsServerProcess, free_port
 from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC_STREAMS = (
-    "COMPANIONS_LOGINS",
-    "COMPANIONS_CHAT",
-    "AI_CHAT_STREAM",
-    "AI_VOICE_STREAM",
-    "AI_VOICE_RESPONSE_STREAM",
-    "AI_PIPELINE",
-    "AI_DLQ",
-)
 CHAT_HANDLER = {"stream": "COMPANIONS_CHAT", "consumer": "chat-handler"}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -84,25 +76,33 @@ async def scrape(url: str) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
+    """The sample with exactly these labels; the account is the server's default one unless given."""
     return samples.get((name, frozenset({"account": "$G", **labels}.items())))
 
 
-def demo_scene_visible(samples: Samples) -> bool:
-    """What the demo promises a user within a minute."""
-    streams = [value(samples, "nats_stream_messages_total", stream=name) for name in SPEC_STREAMS]
-    deliveries = value(samples, "nats_consumer_deliveries_total", **CHAT_HANDLER) or 0
-    delivered_up_to = value(samples, "nats_consumer_delivered_stream_sequence", **CHAT_HANDLER) or 0
+def demo_scene_visible(samples: Samples, account: str) -> bool:
+    """What the demo promises a user within a minute, for the streams of ``account``."""
+    streams = [
+        value(samples, "nats_stream_messages_total", account=account, stream=name)
+        for name in SPEC_STREAM_NAMES
+    ]
+    handler = {**CHAT_HANDLER, "account": account}
+    deliveries = value(samples, "nats_consumer_deliveries_total", **handler) or 0
+    delivered_up_to = value(samples, "nats_consumer_delivered_stream_sequence", **handler) or 0
+    dead_letters = value(
+        samples, "nats_dlq_messages", account=account, stream="AI_DLQ", subject="ai.dlq.chat"
+    )
     return (
         all(count is not None and count > 0 for count in streams)
-        and value(samples, "nats_consumer_pending_messages", **CHAT_HANDLER) is not None
-        and value(samples, "nats_consumer_ack_pending", **CHAT_HANDLER) is not None
-        and value(samples, "nats_consumer_redelivered_messages", **CHAT_HANDLER) is not None
+        and value(samples, "nats_consumer_pending_messages", **handler) is not None
+        and value(samples, "nats_consumer_ack_pending", **handler) is not None
+        and value(samples, "nats_consumer_redelivered_messages", **handler) is not None
         # More deliveries than messages it could have been given: redeliveries happened.
         and deliveries > delivered_up_to
-        and (value(samples, "nats_consumer_naks_total", **CHAT_HANDLER) or 0) > 0
-        and (value(samples, "nats_consumer_terminated_messages_total", **CHAT_HANDLER) or 0) > 0
-        and value(samples, "nats_consumer_max_deliveries_exceeded_total", **CHAT_HANDLER) is not None
-        and (value(samples, "nats_dlq_messages", stream="AI_DLQ", subject="ai.dlq.chat") or 0) > 0
+        and (value(samples, "nats_consumer_naks_total", **handler) or 0) > 0
+        and (value(samples, "nats_consumer_terminated_messages_total", **handler) or 0) > 0
+        and value(samples, "nats_consumer_max_deliveries_exceeded_total", **handler) is not None
+        and (dead_letters or 0) > 0
     )
 
 
@@ -140,22 +140,38 @@ async def test_demo_process_shows_the_scene_and_leaves_nothing_behind(tmp_path: 
             stdin=asyncio.subprocess.DEVNULL,
         )
     try:
+        # The guide names the demo's own nats-server: its pid and the platform's account.
+        named = re.compile(r"the demo's nats-server, pid (\d+), account AI_PLATFORM")
         await wait_for(
-            lambda: bool(child_pids(demo.pid, "nats-server")), timeout=20, message="the demo's nats-server"
+            lambda: named.search(stdout_path.read_text()) is not None or demo.returncode is not None,
+            timeout=20,
+            message="the guide naming the demo's nats-server",
         )
-        [server_pid] = child_pids(demo.pid, "nats-server")
+        found = named.search(stdout_path.read_text())
+        assert found is not None, stderr_path.read_text()
+        server_pid = int(found.group(1))
+        assert child_pids(demo.pid, "nats-server") == {server_pid}
+        samples: Samples = {}
 
         async def scene_visible() -> bool:
             assert demo.returncode is None, stderr_path.read_text()
             try:
-                samples = await scrape(f"http://127.0.0.1:{port}/metrics")
+                scraped = await scrape(f"http://127.0.0.1:{port}/metrics")
             except aiohttp.ClientConnectionError:
                 return False
-            return demo_scene_visible(samples)
+            samples.clear()
+            samples.update(scraped)
+            return demo_scene_visible(samples, account="AI_PLATFORM")
 
         await wait_for(
             scene_visible, timeout=24, interval=0.5, message="the platform's streams, failures and DLQ"
         )
+        # The platform's account has JetStream limits of its own (64MB memory, 512MB file).
+        limits = [
+            value(samples, f"nats_account_jetstream_max_{kind}_bytes", account="AI_PLATFORM")
+            for kind in ("memory", "storage")
+        ]
+        assert limits == [64 * 1024**2, 512 * 1024**2]
         demo.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(demo.wait(), 20) == 0, stderr_path.read_text()
     finally:
@@ -205,7 +221,7 @@ async def test_demo_on_an_existing_server_provisions_it_and_leaves_its_streams(
             return (value(samples, "nats_dlq_messages", stream="AI_DLQ", subject="ai.dlq.chat") or 0) > 0
 
         await wait_for(dead_letters_counted, timeout=15, interval=0.2, message="dead letters in /metrics")
-        assert child_pids(os.getpid(), "nats-server") == {nats_server._process.pid}  # no server of its own
+        assert child_pids(os.getpid(), "nats-server") == {nats_server.pid}  # no server of its own
     finally:
         stop.set()
         assert await asyncio.wait_for(demo, 15) == 0
@@ -215,7 +231,7 @@ async def test_demo_on_an_existing_server_provisions_it_and_leaves_its_streams(
         names = await JetStreamApi(nc, domain=None, timeout_seconds=5).request_json("STREAM.NAMES")
     finally:
         await nc.close()
-    assert sorted(names["streams"]) == sorted(SPEC_STREAMS)
+    assert sorted(names["streams"]) == sorted(SPEC_STREAM_NAMES)
     assert leftovers(private_tmpdir) == []
 
 
@@ -246,11 +262,18 @@ def test_demo_flags_parse_and_refuse_nonsense(capsys: pytest.CaptureFixture[str]
     args = demo_parser().parse_args(["demo", "--duration", "1m30s", "--chat-rate", "10", "--nak-delay", "2s"])
     assert (args.duration, args.chat_rate, args.nak_delay, args.failure_ratio) == (90.0, 10.0, 2.0, 0.1)
     assert not hasattr(args, "nats_url")  # absent shared flags stay absent: the demo starts its own server
-    for bad in (["--duration", "soon"], ["--failure-ratio", "2"], ["--chat-rate", "-1"], ["--users", "0"]):
+    bad_flags = (
+        ["--duration", "soon"],
+        ["--duration=-1s"],  # with "=", or argparse would read "-1s" as a flag
+        ["--failure-ratio", "2"],
+        ["--chat-rate", "-1"],
+        ["--users", "0"],
+    )
+    for bad in bad_flags:
         with pytest.raises(SystemExit) as caught:
             demo_parser().parse_args(["demo", *bad])
         assert caught.value.code == 2
-    assert capsys.readouterr().err.count("error: argument") == 4
+    assert capsys.readouterr().err.count("error: argument") == len(bad_flags)
     args = demo_parser().parse_args(["demo", "--failure-ratio", "0.6", "--retry-ratio", "0.6"])
     assert args.handler(args) == 2
     assert "ratios must each be within 0..1 and sum to at most 1" in capsys.readouterr().err

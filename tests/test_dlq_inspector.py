@@ -24,6 +24,8 @@ import pytest
 from conftest import wait_for
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
+from spec_platform import AUDIO, CHAT, packed
+from spec_platform import VOICE as SPEC_VOICE
 from test_advisories import create_spec_streams
 
 from exporter import dlq
@@ -34,36 +36,10 @@ from exporter.payload import describe_bytes
 PROG = "nats-jetstream-exporter"
 REPLAY_TARGET = "ai.chat.user.user-123.message"  # stored by COMPANIONS_CHAT, as a real replay would be
 
-CHAT = {
-    "request_id": "3f2b8c1e-9a4d-4e6f-8b2a-1c5d7e9f0a11",
-    "user_id": "user-123",
-    "username": "john_doe",
-    "message": "Hello, how are you?",
-    "premium": False,
-    "enable_streaming": True,
-    "enable_rag": True,
-    "enable_reranker": True,
-    "top_k": 5,
-    "session_id": "session-abc",
-}
-AUDIO = bytes(range(256)) * 125  # 32 000 raw bytes, as the spec sends audio (never base64)
-VOICE = {
-    "request_id": "7d0e4a52-1b3c-4d5e-9f60-2a3b4c5d6e7f",
-    "user_id": "user-456",
-    "audio": AUDIO,
-    "format": "wav",
-    "sample_rate": 16000,
-    "premium": False,
-    "enable_rag": True,
-    "language": "en",
-}
+# A second user for the voice message, so each dead letter's summary line says whose it is.
+VOICE = {**SPEC_VOICE, "user_id": "user-456"}
 CHAT_2 = {**CHAT, "request_id": "a1b2c3d4-0000-4000-8000-000000000002", "user_id": "user-789"}
 NOT_MSGPACK = b"\x00\x01 handler wrote this \xff\xfe"
-
-
-def packed(value: object) -> bytes:
-    data: bytes = msgpack.packb(value, use_bin_type=True)
-    return data
 
 
 @dataclass(frozen=True)

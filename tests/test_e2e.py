@@ -43,6 +43,7 @@ from exporter.connection import connect_nats
 from exporter.demo.chathandler import ChatHandler, HandlerOptions
 from exporter.demo.platform import load_platform
 from exporter.demo.provisioning import apply_platform
+from exporter.demo.runner import PLATFORM_ACCOUNT, platform_account_config
 from exporter.demo.traffic import PlatformTraffic, TrafficOptions
 from exporter.jsapi import JetStreamApi
 from exporter.natsserver import NatsServerProcess
@@ -54,18 +55,9 @@ ALERTS_DIR = Path(__file__).resolve().parents[1] / "alerts"
 DEAD_LETTER_STREAM = "AI_DLQ"
 DEAD_LETTER_SUBJECT = "ai.dlq.chat"
 DEAD_LETTER_ALERT = "NatsDeadLetterQueueNotEmpty"  # alerts/nats-jetstream.rules.yml
-ACCOUNT = "AI_PLATFORM"
-# The platform's account with JetStream limits of its own, so the "against limits" panels have a limit to
-# show; clients without credentials land in it, as the demo's do.
-ACCOUNT_CONFIG = f"""
-accounts {{
-  {ACCOUNT}: {{
-    jetstream: {{max_memory: 64MB, max_file: 512MB}}
-    users: [{{user: "ai-platform", password: "e2e-only"}}]
-  }}
-}}
-no_auth_user: "ai-platform"
-"""
+# The demo's account with JetStream limits of its own, so the "against limits" panels have a limit to show;
+# clients without credentials land in it, as the demo's do.
+ACCOUNT = PLATFORM_ACCOUNT
 # Failures well above the demo's defaults and short NAK delays, so NAKs, max-deliveries, terminations
 # and dead letters all exist within seconds.
 TRAFFIC = TrafficOptions(users=4, chat_rate=20.0, voice_rate=1.0, login_rate=1.0, seed=5)
@@ -156,7 +148,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     rule_files = shipped_rule_files()
     assert rule_files, f"no Prometheus rule file in {ALERTS_DIR}"
     dead_letter_rule = find_rule(rule_files, DEAD_LETTER_ALERT)
-    nats_server = NatsServerProcess(store_dir=workdir / "nats" / "store", extra_config=ACCOUNT_CONFIG)
+    nats_server = NatsServerProcess(
+        store_dir=workdir / "nats" / "store", extra_config=platform_account_config()
+    )
     async with contextlib.AsyncExitStack() as cleanup, aiohttp.ClientSession() as session:
         cleanup.push_async_callback(asyncio.to_thread, nats_server.cleanup)
 

@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 import yaml
 from conftest import wait_for
+from pki import make_pki
 
 import exporter
 from exporter.natsserver import NatsServerProcess, free_port
@@ -281,8 +282,6 @@ async def test_the_installed_daemon_serves_and_passes_the_healthcheck(running_da
 
 
 async def test_the_healthcheck_works_when_the_web_config_turns_on_tls(running_daemon, image_venv, tmp_path):
-    from test_webconfig import make_pki  # noqa: PLC0415 (the shared test PKI)
-
     pki = make_pki(tmp_path / "pki")
     web_config = tmp_path / "web.yml"
     web_config.write_text(

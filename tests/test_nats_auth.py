@@ -21,7 +21,7 @@ import nkeys
 import pytest
 from conftest import wait_for
 from nats.aio.client import Client
-from test_webconfig import Pki, make_authority, make_pki
+from pki import Pki, make_authority, make_pki
 
 from exporter.app import ExporterApp
 from exporter.connection import NatsConnectError, connect_nats

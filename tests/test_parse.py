@@ -20,10 +20,10 @@ from typing import Any
 import msgpack
 import nats
 import pytest
-from conftest import wait_for
+from conftest import three_node_cluster, wait_for
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from test_source import (
+from spec_platform import (
     CHAT_HANDLER_CONFIG,
     DAY,
     NS,
@@ -38,7 +38,6 @@ from test_source import (
     pull,
     request_or_none,
     respond,
-    three_node_cluster,
     voice_message,
 )
 

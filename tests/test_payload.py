@@ -7,6 +7,7 @@ import json
 
 import msgpack
 import pytest
+from spec_platform import AUDIO, CHAT, VOICE, packed
 
 from exporter.payload import (
     MAX_DISPLAY_DEPTH,
@@ -25,31 +26,6 @@ from exporter.payload import (
     truncate,
 )
 
-# The spec's schemas ("Binary Messages and JetStream Configuration"), with realistic values.
-CHAT = {
-    "request_id": "3f2b8c1e-9a4d-4e6f-8b2a-1c5d7e9f0a11",
-    "user_id": "user-123",
-    "username": "john_doe",
-    "message": "Hello, how are you?",
-    "premium": False,
-    "enable_streaming": True,
-    "enable_rag": True,
-    "enable_reranker": True,
-    "top_k": 5,
-    "session_id": "session-abc",
-}
-# Raw bytes, not base64, as the spec insists: a deterministic 32 000-byte "recording".
-AUDIO = bytes(range(256)) * 125
-VOICE = {
-    "request_id": "7d0e4a52-1b3c-4d5e-9f60-2a3b4c5d6e7f",
-    "user_id": "user-123",
-    "audio": AUDIO,
-    "format": "wav",
-    "sample_rate": 16000,
-    "premium": False,
-    "enable_rag": True,
-    "language": "en",
-}
 CHUNK = {
     "request_id": "3f2b8c1e-9a4d-4e6f-8b2a-1c5d7e9f0a11",
     "type": "chunk",
@@ -57,11 +33,6 @@ CHUNK = {
     "done": False,
     "timestamp": 1706000000.0,
 }
-
-
-def packed(value: object) -> bytes:
-    data: bytes = msgpack.packb(value, use_bin_type=True)
-    return data
 
 
 def test_chat_message_decodes_as_messagepack_with_every_field_readable():

@@ -16,6 +16,7 @@ import pytest
 from conftest import wait_for
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from spec_platform import SPEC_STREAM_NAMES
 
 from exporter.demo.chathandler import ABANDON, FAIL, OK, RETRY, ChatHandler, HandlerOptions, message_fate
 from exporter.demo.messages import (
@@ -33,17 +34,6 @@ from exporter.demo.provisioning import apply_platform
 from exporter.demo.traffic import PlatformTraffic, TrafficOptions
 from exporter.jsapi import JetStreamApi
 from exporter.natsserver import NatsServerProcess
-
-STREAMS = (
-    "COMPANIONS_LOGINS",
-    "COMPANIONS_CHAT",
-    "AI_CHAT_STREAM",
-    "AI_VOICE_STREAM",
-    "AI_VOICE_RESPONSE_STREAM",
-    "AI_PIPELINE",
-    "AI_DLQ",
-)
-
 
 # -- messages --------------------------------------------------------------------------------------------
 
@@ -174,7 +164,7 @@ async def test_traffic_and_handler_fill_every_stream_nak_and_dead_letter(nc: Cli
     try:
 
         async def every_stream_has_messages() -> bool:
-            states = [await stream_state(nc, name) for name in STREAMS]
+            states = [await stream_state(nc, name) for name in SPEC_STREAM_NAMES]
             return all(state["messages"] > 0 for state in states)
 
         await wait_for(

@@ -11,11 +11,11 @@ from typing import Any
 from exporter.config import secrets_in, settings_from_args
 from exporter.connection import NatsConnectError, connect_nats
 from exporter.demo.chathandler import HandlerOptions
-from exporter.demo.durations import parse_duration
 from exporter.demo.platform import PlatformSpec, load_platform
 from exporter.demo.provisioning import ProvisioningError, ProvisioningReport, apply_platform
 from exporter.demo.runner import API_TIMEOUT_SECONDS, DEAD_LETTER_STREAM, DemoOptions, run_demo
 from exporter.demo.traffic import TrafficOptions
+from exporter.durations import format_duration, parse_duration
 from exporter.jsapi import JetStreamApi, JetStreamRequestError
 from exporter.logs import configure_logging
 from exporter.natsserver import NatsServerError
@@ -59,54 +59,42 @@ def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="simulated users (default: %(default)s)",
     )
-    demo.add_argument(
-        "--chat-rate",
-        type=_rate,
-        default=traffic.chat_rate,
-        metavar="PER_SECOND",
-        help="chat messages per second (default: %(default)s)",
+    rates = (
+        ("--chat-rate", traffic.chat_rate, "chat messages"),
+        ("--voice-rate", traffic.voice_rate, "voice requests"),
+        ("--login-rate", traffic.login_rate, "logins"),
     )
-    demo.add_argument(
-        "--voice-rate",
-        type=_rate,
-        default=traffic.voice_rate,
-        metavar="PER_SECOND",
-        help="voice requests per second (default: %(default)s)",
+    for flag, rate, what in rates:
+        demo.add_argument(
+            flag,
+            type=_rate,
+            default=rate,
+            metavar="PER_SECOND",
+            help=f"{what} per second (default: %(default)s)",
+        )
+    ratios = (
+        (
+            "--failure-ratio",
+            handler.failure_ratio,
+            "chat messages that fail on every delivery and end in AI_DLQ",
+        ),
+        ("--retry-ratio", handler.retry_ratio, "chat messages that fail once, then succeed"),
+        (
+            "--abandon-ratio",
+            handler.abandon_ratio,
+            "chat messages NAKed even on their last delivery, so the server gives up",
+        ),
     )
-    demo.add_argument(
-        "--login-rate",
-        type=_rate,
-        default=traffic.login_rate,
-        metavar="PER_SECOND",
-        help="logins per second (default: %(default)s)",
-    )
-    demo.add_argument(
-        "--failure-ratio",
-        type=_ratio,
-        default=handler.failure_ratio,
-        metavar="RATIO",
-        help="chat messages that fail on every delivery and end in AI_DLQ (default: %(default)s)",
-    )
-    demo.add_argument(
-        "--retry-ratio",
-        type=_ratio,
-        default=handler.retry_ratio,
-        metavar="RATIO",
-        help="chat messages that fail once, then succeed (default: %(default)s)",
-    )
-    demo.add_argument(
-        "--abandon-ratio",
-        type=_ratio,
-        default=handler.abandon_ratio,
-        metavar="RATIO",
-        help="chat messages NAKed even on their last delivery, so the server gives up (default: %(default)s)",
-    )
+    for flag, ratio, what in ratios:
+        demo.add_argument(
+            flag, type=_ratio, default=ratio, metavar="RATIO", help=f"{what} (default: %(default)s)"
+        )
     demo.add_argument(
         "--nak-delay",
         type=_seconds,
         default=handler.nak_delay_seconds,
         metavar="DURATION",
-        help="redelivery delay of a NAKed message, e.g. 1s (default: 1s)",
+        help=f"redelivery delay of a NAKed message (default: {format_duration(handler.nak_delay_seconds)})",
     )
     demo.set_defaults(handler=run_demo_command)
 
@@ -200,9 +188,12 @@ def _fail(message: str, *, status: int = EXIT_FAILURE) -> int:
 
 def _seconds(text: str) -> float:
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"duration {text!r} must not be negative")
+    return seconds
 
 
 def _whole(text: str) -> int:

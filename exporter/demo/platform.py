@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from exporter.demo.durations import parse_duration
 from exporter.demo.subjects import subject_problem, subject_within, subjects_overlap
+from exporter.durations import parse_duration
 from exporter.errors import ConfigError
 
 EMBEDDED_PLATFORM = "platform.yaml"
@@ -329,6 +329,8 @@ class _Reader:
             seconds = parse_duration(value)
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
-        if positive and seconds <= 0:
+        if seconds < 0:
+            raise self.error(key, "must not be negative")
+        if positive and seconds == 0:
             raise self.error(key, "must be longer than zero")
         return seconds

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.demo.durations import format_duration
 from exporter.demo.platform import ConsumerSpec, PlatformSpec, StreamSpec, find_subject_collisions
+from exporter.durations import format_duration
 from exporter.errors import ConfigError
 from exporter.jsapi import STREAM_NOT_FOUND, JetStreamApi, JetStreamApiError, JetStreamRequestError
 

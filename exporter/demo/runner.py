@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import sys
 import textwrap
@@ -21,11 +22,11 @@ from nats.aio.client import Client
 
 from exporter.connection import connect_nats
 from exporter.demo.chathandler import CHAT_CONSUMER, CHAT_STREAM, ChatHandler, HandlerOptions
-from exporter.demo.durations import format_duration
 from exporter.demo.messages import DEAD_LETTER_CHAT_SUBJECT
 from exporter.demo.platform import PlatformSpec, load_platform
 from exporter.demo.provisioning import apply_platform
 from exporter.demo.traffic import PlatformTraffic, TrafficOptions
+from exporter.durations import format_duration
 from exporter.jsapi import JetStreamApi
 from exporter.natsserver import NatsServerProcess
 from exporter.settings import NatsSettings, Settings, split_listen_address
@@ -33,6 +34,27 @@ from exporter.settings import NatsSettings, Settings, split_listen_address
 DEAD_LETTER_STREAM = "AI_DLQ"
 API_TIMEOUT_SECONDS = 5.0
 STOP_DEADLINE_SECONDS = 5.0  # per part, while stopping
+PLATFORM_ACCOUNT = "AI_PLATFORM"
+PLATFORM_USER = "ai-platform"
+
+
+def platform_account_config() -> str:
+    """nats-server configuration for the platform's account, with JetStream limits of its own.
+
+    The limits give the account-limit gauges and the dashboards' "used of limit" panels something to show.
+    Clients without credentials land in the account (``no_auth_user``); the password is new on every call
+    and never shown, since nobody needs to type it.
+    """
+    password = secrets.token_urlsafe(18)
+    return (
+        "accounts {\n"
+        f"  {PLATFORM_ACCOUNT}: {{\n"
+        "    jetstream: {max_memory: 64MB, max_file: 512MB}\n"
+        f'    users: [{{user: "{PLATFORM_USER}", password: "{password}"}}]\n'
+        "  }\n"
+        "}\n"
+        f'no_auth_user: "{PLATFORM_USER}"\n'
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +84,9 @@ async def run_demo(
             server: NatsServerProcess | None = None
             nats_settings = options.settings.nats
             if not options.use_existing_server:
-                server = NatsServerProcess(server_name="ai-platform-demo")
+                server = NatsServerProcess(
+                    server_name="ai-platform-demo", extra_config=platform_account_config()
+                )
                 # Registered before start(): a start that fails half-way still leaves nothing behind.
                 stack.push_async_callback(asyncio.to_thread, server.cleanup)
                 _say(out, "Starting nats-server with JetStream on loopback ...")
@@ -205,7 +229,10 @@ def _guide(
 ) -> str:
     nats_url = settings.nats.servers[0]
     if server is not None and server.store_dir is not None:
-        where = f"NATS:     {nats_url} (the demo's nats-server, temporary store {server.store_dir.parent})"
+        where = (
+            f"NATS:     {nats_url} (the demo's nats-server, pid {server.pid}, account {PLATFORM_ACCOUNT},\n"
+            f"            temporary store {server.store_dir.parent})"
+        )
     else:
         where = f"NATS:     {nats_url} (an existing server: the platform's streams stay there after the demo)"
     consumer = next(
