@@ -41,7 +41,7 @@ def parse_duration(text: str) -> float:
         position = match.end()
     if not body or position != len(body):
         raise ValueError(
-            f"invalid duration {text!r}: use a number with a unit (h, m, s, ms, us, ns), "
+            f"invalid duration {text!r}: use a number with a unit (d, h, m, s, ms, us, ns), "
             'e.g. "15s", "1m30s", "500ms", or a plain number of seconds'
         )
     return sign * total

@@ -120,15 +120,8 @@ class NatsServerProcess:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_DEADLINE_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_DEADLINE_SECONDS)
+        if process is not None:
+            stop_process(process)
 
     def restart(self) -> None:
         self.stop()
@@ -178,6 +171,18 @@ class NatsServerProcess:
         self.stop()
         tail = _tail(log_file)
         raise NatsServerError(f"nats-server not ready within {START_DEADLINE_SECONDS:.0f}s:\n{tail}")
+
+
+def stop_process(process: subprocess.Popen[bytes], deadline: float = STOP_DEADLINE_SECONDS) -> None:
+    """SIGTERM, then SIGKILL if the child has not exited within ``deadline`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=deadline)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=deadline)
 
 
 def _tail(path: Path, lines: int = 20) -> str:

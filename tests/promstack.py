@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import yaml
 from aiohttp import web
 from conftest import wait_for
 
-from exporter.natsserver import free_port
+from exporter.natsserver import free_port, stop_process
 
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 10.0
@@ -85,14 +84,8 @@ class ChildProcess:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_DEADLINE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_DEADLINE_SECONDS)
+        if process is not None:
+            stop_process(process, STOP_DEADLINE_SECONDS)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -17,7 +17,7 @@ import nats.errors
 import pytest
 from conftest import wait_for
 from nats.aio.client import Client
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from spec_platform import CHAT_HANDLER_CONFIG, provision_platform
 
 from exporter.advisories import (
     ADVISORY_KINDS,
@@ -32,7 +32,7 @@ from exporter.snapshot import AdvisoryCounts
 
 ACCOUNT = "$G"
 CHAT_KEY = (ACCOUNT, "COMPANIONS_CHAT", "chat-handler")
-MAX_DELIVER = 3
+MAX_DELIVER = CHAT_HANDLER_CONFIG["max_deliver"]
 KINDS = {kind.token: kind for kind in ADVISORY_KINDS}
 
 # Recorded from nats-server 2.15.1 (test_counts_naks_and_one_max_deliveries_advisory sees the same).
@@ -138,34 +138,6 @@ def test_malformed_advisories_are_counted_and_logged_rate_limited(caplog):
 # -- against a real server -------------------------------------------------------------------------------
 
 
-async def create_spec_streams(nc: Client) -> None:
-    js = nc.jetstream()
-    await js.add_stream(
-        StreamConfig(
-            name="COMPANIONS_CHAT",
-            subjects=["ai.chat.user.*.message", "ai.chat.user.*.greeting.*"],
-            max_age=30 * 86400,
-            storage=StorageType.FILE,
-            num_replicas=1,
-        )
-    )
-    await js.add_stream(
-        StreamConfig(name="AI_DLQ", subjects=["ai.dlq.>"], max_age=7 * 86400, storage=StorageType.FILE)
-    )
-    await js.add_consumer(
-        "COMPANIONS_CHAT",
-        ConsumerConfig(
-            name="chat-handler",
-            durable_name="chat-handler",
-            filter_subject="ai.chat.user.*.message",
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=30,
-            max_deliver=MAX_DELIVER,
-            deliver_policy=DeliverPolicy.NEW,
-        ),
-    )
-
-
 async def stream_state(nc: Client, stream: str) -> dict[str, object]:
     reply = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)).data)
     assert "error" not in reply, reply
@@ -184,7 +156,7 @@ def chat_message(user: str, n: int) -> bytes:
 async def platform(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
     """The application side: a connection with the spec's streams and consumer in place."""
     nc = await nats.connect(nats_server.url)
-    await create_spec_streams(nc)
+    await provision_platform(nc)
     try:
         yield nc
     finally:

@@ -147,7 +147,7 @@ def test_the_daemon_reports_a_configuration_error_before_starting(capsys):
     assert run_cli(["--interval", "fast"]) == 2
     assert capsys.readouterr().err == (
         "nats-jetstream-exporter: error: --interval: collection.interval: invalid duration 'fast': "
-        'use a number with a unit (h, m, s, ms, us, ns), e.g. "15s", "1m30s", "500ms", '
+        'use a number with a unit (d, h, m, s, ms, us, ns), e.g. "15s", "1m30s", "500ms", '
         "or a plain number of seconds\n"
     )
 

@@ -24,9 +24,8 @@ import pytest
 from conftest import wait_for
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
-from spec_platform import AUDIO, CHAT, packed
+from spec_platform import AUDIO, CHAT, packed, provision_platform
 from spec_platform import VOICE as SPEC_VOICE
-from test_advisories import create_spec_streams
 
 from exporter import dlq
 from exporter.cli import common_parser
@@ -73,7 +72,7 @@ async def stored_time(nc: nats.NATS, stream: str, seq: int) -> float:
 async def populate(url: str) -> dict[int, float]:
     nc = await nats.connect(url)
     try:
-        await create_spec_streams(nc)
+        await provision_platform(nc)
         await dead_letter_through_the_handler(url)  # seq 1
         js = nc.jetstream()
         await js.publish("ai.dlq.voice", packed(VOICE))  # seq 2
