@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from exporter.advisories import AdvisoryCounter
 from exporter.connection import NatsConnectError, connect_nats, redact_url
 from exporter.errors import ConfigError
+from exporter.memory import fix_mmap_threshold
 from exporter.metrics import render_both_formats
 from exporter.server import Exposition, ExpositionCache, build_web_app, compress
 from exporter.settings import Settings, split_listen_address
@@ -321,6 +322,7 @@ class ExporterApp:
 
 async def run_daemon(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then stop everything."""
+    fix_mmap_threshold()
     app = ExporterApp(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
