@@ -281,7 +281,8 @@ async def run(streams: int, repeats: int, scrapes: int, results: Results) -> Non
             # The server's own cost per request grows with the number of streams, so the floor is printed
             # too: a cycle ratio near the floor's is the server's scaling, not the exporter's.
             results.add(
-                f"    floor at {2 * streams} x 10 {floor_double:.3f} s: floor ratio {floor_double / floor:.2f}, "
+                f"    floor at {2 * streams} x 10 {floor_double:.3f} s: "
+                f"floor ratio {floor_double / floor:.2f}, "
                 f"(b) at {2 * streams} over its floor {cycle_double / floor_double:.2f}"
             )
             results.add(f"    ratio (f) = {ratio:.2f}   target <= 2.2   {verdict(ratio <= 2.2)}")
