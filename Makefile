@@ -12,8 +12,10 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 # The embedded default: a real nats-server with the platform's streams, traffic, failures and the exporter.
+# Extra flags through DEMO_ARGS, e.g. make demo DEMO_ARGS="--duration 2m --web.listen-address :9999".
+DEMO_ARGS ?=
 demo: $(BIN)/.installed
-	$(BIN)/python -m exporter demo
+	$(BIN)/python -m exporter demo $(DEMO_ARGS)
 
 # Debian's prometheus (promtool) and prometheus-alertmanager for rule tests and the end-to-end test.
 system-deps:
@@ -32,10 +34,13 @@ unit: $(BIN)/.installed system-deps
 test: lint typecheck unit
 
 bench: $(BIN)/.installed
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --output bench/latest.txt
 
+# Regenerate what is generated: the metric reference, the dashboards, the PrometheusRule.
 docs: $(BIN)/.installed
 	$(BIN)/python -m exporter.reference > docs/metrics.md
+	$(BIN)/python -m dashboards.build
+	$(BIN)/python alerts/build_prometheusrule.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
