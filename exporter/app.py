@@ -26,8 +26,8 @@ from exporter.advisories import AdvisoryCounter
 from exporter.connection import NatsConnectError, connect_nats, redact_url
 from exporter.errors import ConfigError
 from exporter.memory import fix_mmap_threshold
-from exporter.metrics import render_both_formats
-from exporter.server import Exposition, ExpositionCache, build_web_app, compress
+from exporter.metrics import Renderer
+from exporter.server import Body, Exposition, ExpositionCache, build_web_app
 from exporter.settings import Settings, split_listen_address
 from exporter.snapshot import ExporterHealth, Snapshot
 from exporter.source import CollectionError, JetStreamSource
@@ -51,14 +51,17 @@ RECONNECT_BACKOFF_MAX_SECONDS = 30.0
 CLOSE_TIMEOUT_SECONDS = 2.0
 
 
-async def build_exposition(snapshot: Snapshot | None, health: ExporterHealth) -> Exposition:
+async def build_exposition(
+    renderer: Renderer, snapshot: Snapshot | None, health: ExporterHealth
+) -> Exposition:
     """A cycle's whole rendering cost, off the event loop: both formats, then both compressed at once
     (zlib releases the GIL, so the two compressions use both cores)."""
-    text, openmetrics = await asyncio.to_thread(render_both_formats, snapshot, health)
-    text_gzip, openmetrics_gzip = await asyncio.gather(
-        asyncio.to_thread(compress, text), asyncio.to_thread(compress, openmetrics)
+    rendering = await asyncio.to_thread(renderer.render, snapshot, health)
+    text, openmetrics = await asyncio.gather(
+        asyncio.to_thread(Body.of, rendering.text_chunks()),
+        asyncio.to_thread(Body.of, rendering.openmetrics_chunks()),
     )
-    return Exposition(text, text_gzip, openmetrics, openmetrics_gzip)
+    return Exposition(text, openmetrics)
 
 
 class _StateLog:
@@ -99,7 +102,11 @@ class ExporterApp:
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._servers = ", ".join(redact_url(server) for server in settings.nats.servers)
-        self._cache = ExpositionCache(Exposition.from_renderings(*render_both_formats(None, self._health())))
+        self._renderer = Renderer()
+        initial = self._renderer.render(None, self._health())
+        self._cache = ExpositionCache(
+            Exposition(Body.of(initial.text_chunks()), Body.of(initial.openmetrics_chunks()))
+        )
 
     @property
     def port(self) -> int:
@@ -265,7 +272,7 @@ class ExporterApp:
             self._collection_log.enter(logging.WARNING, "failed", f"collection failed at {stage}: {message}")
             self._drop_stale_snapshot()
         snapshot = self._snapshot
-        self._cache.current = await build_exposition(snapshot, self._health())
+        self._cache.current = await build_exposition(self._renderer, snapshot, self._health())
         self._serving_data = snapshot is not None
 
     async def _fetch(self) -> tuple[str, str] | None:

@@ -6,9 +6,9 @@ write, never a NATS request or a render, however many Prometheus replicas scrape
 
 from __future__ import annotations
 
-import gzip
 import html
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -21,25 +21,44 @@ OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset
 # Compressed once per cycle. Measured on 14.5 MB of exposition (1,000 streams x 10 consumers): level 1
 # takes 22 ms for 541 KB, level 3 37 ms for the same size, level 6 69 ms for 496 KB.
 GZIP_LEVEL = 1
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip container, as Content-Encoding: gzip requires
 
 
-def compress(body: bytes) -> bytes:
-    """gzip without a timestamp, so equal expositions compress to equal bytes."""
-    return gzip.compress(body, GZIP_LEVEL, mtime=0)
+def compress(chunks: Sequence[bytes]) -> bytes:
+    """gzip of the concatenated chunks, without a timestamp so equal expositions compress alike.
+
+    Streams the chunks through one compressor: no joined copy of the exposition is ever made.
+    """
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
+    return b"".join([*(compressor.compress(chunk) for chunk in chunks), compressor.flush()])
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A response body kept as chunks (the two formats share their sample chunks), and its gzip form."""
+
+    chunks: tuple[bytes, ...]
+    gzip: bytes
+
+    @classmethod
+    def of(cls, chunks: Sequence[bytes]) -> Body:
+        return cls(tuple(chunks), compress(chunks))
+
+    @property
+    def length(self) -> int:
+        return sum(len(chunk) for chunk in self.chunks)
 
 
 @dataclass(frozen=True, slots=True)
 class Exposition:
     """One rendering in both formats, plain and compressed."""
 
-    text: bytes
-    text_gzip: bytes
-    openmetrics: bytes
-    openmetrics_gzip: bytes
+    text: Body
+    openmetrics: Body
 
     @classmethod
-    def from_renderings(cls, text: bytes, openmetrics: bytes) -> Exposition:
-        return cls(text, compress(text), openmetrics, compress(openmetrics))
+    def from_bytes(cls, text: bytes, openmetrics: bytes) -> Exposition:
+        return cls(Body.of([text]), Body.of([openmetrics]))
 
 
 class ExpositionCache:
@@ -103,20 +122,23 @@ def build_web_app(
         version=html.escape(__version__), interval=html.escape(f"{interval_seconds:g}s")
     ).encode()
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.StreamResponse:
         exposition = cache.current
-        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        compressed = accepts_gzip(request.headers.get("Accept-Encoding", ""))
-        if openmetrics:
-            body = exposition.openmetrics_gzip if compressed else exposition.openmetrics
-            content_type = OPENMETRICS_CONTENT_TYPE
+        if wants_openmetrics(request.headers.get("Accept", "")):
+            body, content_type = exposition.openmetrics, OPENMETRICS_CONTENT_TYPE
         else:
-            body = exposition.text_gzip if compressed else exposition.text
-            content_type = TEXT_CONTENT_TYPE
+            body, content_type = exposition.text, TEXT_CONTENT_TYPE
         headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-        if compressed:
+        if accepts_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
+            return web.Response(body=body.gzip, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.content_length = body.length
+        await response.prepare(request)
+        for chunk in body.chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def landing(_: web.Request) -> web.Response:
         return web.Response(body=landing_page, content_type="text/html", charset="utf-8")

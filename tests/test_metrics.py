@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,12 @@ from exporter import __version__
 from exporter.metrics import (
     FAMILIES,
     BuildInfo,
+    Renderer,
+    Rendering,
     SnapshotCollector,
     current_build_info,
     escape_help,
     format_value,
-    render_both_formats,
     render_exposition,
 )
 from exporter.snapshot import (
@@ -713,12 +715,37 @@ def test_renderer_equals_prometheus_client(snapshot: Snapshot | None, openmetric
     assert ours == theirs
 
 
-def test_both_formats_at_once_equal_the_single_renderings() -> None:
-    both = render_both_formats(odd_snapshot(), golden_health(), build=BUILD)
-    assert both.text == render_exposition(odd_snapshot(), golden_health(), build=BUILD)
-    assert both.openmetrics == render_exposition(
-        odd_snapshot(), golden_health(), openmetrics=True, build=BUILD
+def joined(rendering: Rendering, *, openmetrics: bool) -> bytes:
+    return b"".join(rendering.openmetrics_chunks() if openmetrics else rendering.text_chunks())
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+def test_a_reused_renderer_equals_a_fresh_one_whatever_changed(openmetrics: bool) -> None:  # noqa: FBT001
+    renderer = Renderer(BUILD)
+    first = golden_snapshot()
+    changed_value = replace(
+        first, consumers=(replace(first.consumers[0], num_pending=12345), *first.consumers[1:])
     )
+    consumer_deleted = replace(first, consumers=first.consumers[1:])
+    for snapshot in (first, first, changed_value, consumer_deleted, None, odd_snapshot(), first):
+        ours = joined(renderer.render(snapshot, golden_health()), openmetrics=openmetrics)
+        assert ours == render_exposition(snapshot, golden_health(), openmetrics=openmetrics, build=BUILD)
+
+
+def test_unchanged_families_are_reused_and_changed_ones_rendered_anew() -> None:
+    renderer = Renderer(BUILD)
+    first = golden_snapshot()
+    before = renderer.render(first, golden_health())
+    changed = replace(first, consumers=(replace(first.consumers[0], num_pending=12345), *first.consumers[1:]))
+    after = renderer.render(changed, golden_health())
+    assert before.text_headers == after.text_headers
+    names = [header.split(b" ", 3)[2].decode() for header in after.text_headers]
+    for name, old, new in zip(names, before.samples, after.samples, strict=True):
+        if name == "nats_consumer_pending_messages":
+            assert old != new
+            assert b" 12345.0\n" in new
+        else:
+            assert old is new, name  # the very same bytes: nothing was formatted again
 
 
 def test_openmetrics_names_counter_families_without_total_and_ends_with_eof() -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 from exporter.server import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
+    Body,
     Exposition,
     ExpositionCache,
     accepts_gzip,
@@ -25,7 +26,7 @@ OPENMETRICS = b"# HELP nats_up up\n# TYPE nats_up gauge\nnats_up 1.0\n# EOF\n"
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[str, ExpositionCache, list[bool]]]:
-    cache = ExpositionCache(Exposition.from_renderings(TEXT, OPENMETRICS))
+    cache = ExpositionCache(Exposition.from_bytes(TEXT, OPENMETRICS))
     ready = [False]
     app = build_web_app(cache, is_ready=lambda: ready[0], interval_seconds=15)
     runner = web.AppRunner(app)
@@ -68,9 +69,21 @@ async def test_metrics_openmetrics_and_gzip_when_asked(served):
 
 async def test_metrics_serves_whatever_the_cache_holds_now(served):
     base, cache, _ = served
-    cache.current = Exposition.from_renderings(b"nats_up 0.0\n", b"nats_up 0.0\n# EOF\n")
+    cache.current = Exposition.from_bytes(b"nats_up 0.0\n", b"nats_up 0.0\n# EOF\n")
     async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
         assert await response.read() == b"nats_up 0.0\n"
+
+
+async def test_a_body_in_chunks_is_served_whole_plain_and_compressed(served):
+    base, cache, _ = served
+    chunks = [b"# HELP a x\n# TYPE a gauge\n", b"a 1.0\n", b"# HELP b y\n# TYPE b gauge\n", b"b 2.0\n"]
+    cache.current = Exposition(Body.of(chunks), Body.of([*chunks, b"# EOF\n"]))
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(f"{base}/metrics", headers={"Accept-Encoding": "identity"}) as response:
+            assert response.headers["Content-Length"] == str(len(b"".join(chunks)))
+            assert await response.read() == b"".join(chunks)
+        async with session.get(f"{base}/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+            assert gzip.decompress(await response.read()) == b"".join(chunks)
 
 
 async def test_health_readiness_and_landing(served):
