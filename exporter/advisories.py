@@ -11,6 +11,7 @@ subscriptions itself after a reconnect, so counting resumes without help from he
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -124,6 +125,7 @@ class AdvisoryCounter:
         self._log = _RateLimitedLog(clock, malformed_log_interval)
         self._nc: Client | None = None
         self._subscriptions: list[Subscription] = []
+        self._subscribing = asyncio.Lock()
 
     @property
     def account(self) -> str:
@@ -140,8 +142,14 @@ class AdvisoryCounter:
 
     async def subscribe(self, nc: Client) -> None:
         """Subscribe to the three advisory families on ``nc``; idempotent for the same live connection."""
-        if nc is self._nc and self._subscriptions and not nc.is_closed:
-            return
+        # Serialised: the connection task and the collection loop may both call it, and two interleaved
+        # subscriptions would count every advisory twice.
+        async with self._subscribing:
+            if nc is self._nc and self._subscriptions and not nc.is_closed:
+                return
+            await self._subscribe(nc)
+
+    async def _subscribe(self, nc: Client) -> None:
         await self.unsubscribe()
         subscriptions: list[Subscription] = []
         try:

@@ -32,7 +32,7 @@ from exporter.settings import Settings, split_listen_address
 from exporter.snapshot import ExporterHealth, Snapshot
 from exporter.source import CollectionError, JetStreamSource
 
-log = logging.getLogger("exporter")
+log = logging.getLogger(__name__)
 
 # Every stage a cycle can fail at, exported at 0 from the start so that increase() sees the first failure.
 COLLECTION_STAGES = (
@@ -95,6 +95,7 @@ class ExporterApp:
         self._stopping = False
         self._connection_log = _StateLog()
         self._collection_log = _StateLog()
+        self._client_error_log = _StateLog()
         self._wake = asyncio.Event()
         self._connection_closed = asyncio.Event()
         self._first_attempt_done = asyncio.Event()
@@ -182,6 +183,8 @@ class ExporterApp:
         delay = RECONNECT_BACKOFF_INITIAL_SECONDS
         while True:
             if self._nc is None or self._nc.is_closed:
+                # Cleared before connecting: a close reported while _connect still awaits is not lost.
+                self._connection_closed.clear()
                 try:
                     await self._connect()
                 except NatsConnectError as exc:
@@ -192,7 +195,6 @@ class ExporterApp:
                     continue
                 delay = RECONNECT_BACKOFF_INITIAL_SECONDS
                 self._first_attempt_done.set()
-            self._connection_closed.clear()
             await self._connection_closed.wait()
 
     async def _connect(self) -> None:
@@ -210,8 +212,15 @@ class ExporterApp:
         async def on_closed() -> None:
             self._connection_closed.set()
 
+        async def on_error(exc: Exception) -> None:
+            # Reconnect attempts are reported by the state log; what else the client reports (a permission
+            # denied on a subscription, a slow consumer) would otherwise go unseen.
+            if self._nc is not None and self._nc.is_connected:
+                self._client_error_log.enter(logging.WARNING, "error", f"NATS client error: {exc}")
+
         nc = await connect_nats(
             self._settings.nats,
+            error_cb=on_error,
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
             closed_cb=on_closed,
@@ -253,7 +262,13 @@ class ExporterApp:
         while True:
             started = time.monotonic()
             self._wake.clear()
-            await self._collect_once()
+            try:
+                await self._collect_once()
+            except Exception:
+                # A bug must not silently freeze /metrics at its last state: count it, say it, go on.
+                self._errors["collect"] += 1
+                self._up = False
+                log.exception("collection cycle failed unexpectedly")
             remaining = interval - (time.monotonic() - started)
             if remaining > 0:
                 with contextlib.suppress(TimeoutError):
@@ -298,7 +313,8 @@ class ExporterApp:
         if self._advisories is None:
             account = snapshot.account.account if snapshot.account is not None else "$G"
             self._advisories = AdvisoryCounter(account)
-            await self._subscribe_advisories()
+        # Every cycle: a no-op while subscribed, a retry after a failed subscription.
+        await self._subscribe_advisories()
         return None
 
     def _drop_stale_snapshot(self) -> None:

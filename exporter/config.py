@@ -352,7 +352,10 @@ def _servers(value: _Value) -> tuple[str, ...]:
 
 def _server_url(text: str) -> str:
     url = text if "://" in text else f"nats://{text}"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 address
+        raise _InvalidValueError(f"not a server URL ({exc})") from None
     if parts.scheme not in SERVER_SCHEMES:
         schemes = ", ".join(f"{scheme}://" for scheme in SERVER_SCHEMES)
         raise _InvalidValueError(f"unsupported scheme {parts.scheme!r} in a server URL; use {schemes}")

@@ -25,7 +25,11 @@ class NatsConnectError(Exception):
 
 def redact_url(url: str) -> str:
     """A server URL without the user info, so credentials embedded in URLs never reach a log line."""
-    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    try:
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        _ = parts.port  # raises for a malformed port
+    except ValueError:
+        return "<malformed URL>"
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
@@ -93,15 +97,19 @@ async def connect_nats(  # noqa: PLR0913 (keyword-only callbacks, each optional)
     The first connection attempt is not retried here: the daemon retries it with its own backoff so that
     it can serve ``nats_up 0`` meanwhile. A failure raises NatsConnectError with the real reason.
     """
-    errors: list[Exception] = []
+    last_error: list[Exception] = []  # only the latest: nats-py calls this for the connection's lifetime
 
     async def remember(exc: Exception) -> None:
         # Also keeps nats-py from logging every failed attempt itself; callers log state changes.
-        errors.append(exc)
+        last_error[:] = [exc]
         if error_cb is not None:
             await error_cb(exc)
 
-    options = connect_options(settings, name=name)
+    servers = ", ".join(redact_url(server) for server in settings.servers)
+    try:
+        options = connect_options(settings, name=name)
+    except (OSError, ssl.SSLError) as exc:  # TLS files unreadable, or replaced by a broken rotation
+        raise NatsConnectError(f"cannot connect to NATS at {servers}: TLS set-up failed: {exc}") from None
     # The first attempt must fail fast, with its real reason passed to error_cb: nats-py, allowed to
     # reconnect, retries an initial connection silently (forever, or 60 times a server by default). One
     # quick retry per server here; the caller's backoff does the rest. Reconnection after an outage is
@@ -122,8 +130,7 @@ async def connect_nats(  # noqa: PLR0913 (keyword-only callbacks, each optional)
         client: Client = await nats.connect(**options)
     except Exception as exc:  # noqa: BLE001 (nats-py raises many types; each becomes one explained line)
         # nats-py says only "no servers available" and hands the real reason to the error callback.
-        servers = ", ".join(redact_url(server) for server in settings.servers)
-        reason = describe_connect_error(errors[-1] if errors else exc)
+        reason = describe_connect_error(last_error[-1] if last_error else exc)
         raise NatsConnectError(f"cannot connect to NATS at {servers}: {reason}") from None
     if reconnect:
         client.options["allow_reconnect"] = True

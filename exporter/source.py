@@ -387,21 +387,7 @@ class JetStreamSource:
         lagging = [consumer for consumer in inventory.consumers if consumer.lag_seconds is None]
         if not lagging:
             return results
-        # Start where the last cycle's cap stopped, so that over cycles every consumer gets measured.
-        start = self._lag_cursor % len(lagging)
-        budget = self._settings.collection.lag_lookups_per_cycle
-        chosen: list[ConsumerState] = []
-        first_skipped: int | None = None
-        for position, consumer in enumerate(lagging[start:] + lagging[:start]):
-            needed = max(1, len(consumer.filter_subjects))
-            if needed <= budget:
-                budget -= needed
-                chosen.append(consumer)
-            else:
-                results.skipped += 1
-                first_skipped = position if first_skipped is None else first_skipped
-        if first_skipped is not None:
-            self._lag_cursor = start + first_skipped
+        chosen = self._choose_within_cap(lagging, results)
 
         async def measure(consumer: ConsumerState) -> None:
             key = (consumer.stream, consumer.name)
@@ -419,6 +405,28 @@ class JetStreamSource:
             for consumer in chosen:
                 group.create_task(measure(consumer))
         return results
+
+    def _choose_within_cap(self, lagging: list[ConsumerState], results: _LagResults) -> list[ConsumerState]:
+        """The consumers to look up this cycle (one look-up per filter subject), counting the rest."""
+        # Start where the last cycle's cap stopped, so that over cycles every consumer gets measured.
+        start = self._lag_cursor % len(lagging)
+        budget = full_budget = self._settings.collection.lag_lookups_per_cycle
+        chosen: list[ConsumerState] = []
+        first_skipped: int | None = None
+        for position, consumer in enumerate(lagging[start:] + lagging[:start]):
+            needed = max(1, len(consumer.filter_subjects))
+            if needed <= budget:
+                budget -= needed
+                chosen.append(consumer)
+            else:
+                results.skipped += 1
+                # A consumer with more filter subjects than a whole cycle's budget never fits: it must not
+                # hold the cursor, or the consumers after it would never be measured.
+                if first_skipped is None and needed <= full_budget:
+                    first_skipped = position
+        if first_skipped is not None:
+            self._lag_cursor = start + first_skipped
+        return chosen
 
     async def _oldest_unacknowledged(
         self, stream: StreamState, consumer: ConsumerState

@@ -21,8 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import ExporterApp
 from exporter.connection import redact_url
+from exporter.metrics import Renderer, Rendering
 from exporter.natsserver import NatsServerProcess, free_port
 from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
+from exporter.snapshot import ExporterHealth, Snapshot
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -151,6 +153,34 @@ async def test_survives_a_restart_without_a_gap(nats_server: NatsServerProcess, 
     assert set(statuses) == {200}
 
 
+class _BrokenRenderer(Renderer):
+    """Fails once, as a bug in rendering would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def render(self, snapshot: Snapshot | None, health: ExporterHealth) -> Rendering:
+        if snapshot is not None and self.failures:
+            self.failures -= 1
+            raise RuntimeError("a bug")
+        return super().render(snapshot, health)
+
+
+async def test_an_unexpected_failure_is_counted_and_collection_goes_on(
+    nats_server: NatsServerProcess, running_app
+):
+    app = await start_app(running_app, fast_settings(nats_server.url))
+    app._renderer = _BrokenRenderer()
+
+    async def recovered() -> bool:
+        _, samples = await scrape(app.port)
+        failures = value(samples, "nats_exporter_collection_errors_total", stage="collect") or 0
+        return failures >= 1 and value(samples, "nats_up") == 1.0
+
+    await wait_for(recovered, timeout=15, message="the failed cycle counted, then a good one")
+
+
 async def test_stale_data_is_dropped_after_its_ttl(nats_server: NatsServerProcess, running_app):
     await js_request(nats_server.url, "$JS.API.STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["o.>"]})
     app = await start_app(running_app, fast_settings(nats_server.url, stale_data_ttl_seconds=1.0))
@@ -273,6 +303,7 @@ async def test_exported_values_equal_the_servers_own(nats_server: NatsServerProc
 
 
 def test_redact_url_removes_credentials():
+    assert redact_url("nats://[foo:4222") == "<malformed URL>"
     assert redact_url("nats://alice:s3cret@127.0.0.1:4222") == "nats://127.0.0.1:4222"
     assert redact_url("tls://token@[::1]:4443") == "tls://[::1]:4443"
     assert redact_url("127.0.0.1:4222") == "nats://127.0.0.1:4222"

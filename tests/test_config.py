@@ -488,6 +488,7 @@ def test_environment_errors_name_the_variable(capsys, monkeypatch, case):
         (["--log-level", "trace"], "log.level", "must be one of"),
         (["--dead-letter-stream", "AI DLQ"], "dead_letter_streams", "invalid stream name"),
         (["--nats-url", "nats://h:4222,udp://h:1"], "nats.servers", "unsupported scheme 'udp'"),
+        (["--nats-url", "nats://[foo:4222"], "nats.servers", "not a server URL"),
         (["--web.config.file", "/nonexistent/web.yml"], "web.config_file", "file not found"),
     ],
 )

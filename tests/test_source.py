@@ -633,6 +633,29 @@ async def test_lag_lookup_cap_skips_and_counts_then_rotates(
     assert measured == set(names)  # the cap does not starve the same consumers every cycle
 
 
+async def test_a_consumer_too_wide_for_the_cap_does_not_starve_the_others(nc: Client) -> None:
+    await create_stream(nc, "QUEUE", ["queue.>"], storage="memory")
+    wide = {"filter_subjects": ["queue.a", "queue.b", "queue.c"]}  # 3 look-ups: more than a cycle allows
+    await create_consumer(nc, "QUEUE", {"name": "aaa-wide", "durable_name": "aaa-wide", **wide})
+    names = [f"worker-{index}" for index in range(4)]
+    for name in names:
+        await create_consumer(nc, "QUEUE", {"name": name, "durable_name": name})
+    await publish(nc, "queue.a", b"job")
+
+    capped = Settings(
+        nats=NatsSettings(account="platform"), collection=CollectionSettings(lag_lookups_per_cycle=2)
+    )
+    source = JetStreamSource(nc, capped)
+    measured: set[str] = set()
+    previous = None
+    for _ in range(2):
+        previous = await source.fetch_snapshot(previous)
+        lags = {c.name: c.lag_seconds for c in previous.consumers}
+        assert lags["aaa-wide"] is None
+        measured.update(name for name, lag in lags.items() if lag is not None)
+    assert measured == set(names)
+
+
 # --- failures --------------------------------------------------------------------------------------------
 
 PERMISSION_USERS = """
