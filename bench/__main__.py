@@ -34,7 +34,7 @@ from nats.aio.client import Client
 
 from exporter.app import build_exposition
 from exporter.metrics import Renderer
-from exporter.natsserver import NatsServerProcess, free_port
+from exporter.natsserver import NatsServerProcess, free_port, stop_process
 from exporter.settings import CollectionSettings, Settings
 from exporter.snapshot import ExporterHealth
 from exporter.source import JetStreamSource
@@ -55,6 +55,7 @@ class Results:
         self.lines.append(text)
 
 
+# Deliberately not the exporter's JetStreamApi: the floor is what any client must do, nothing more.
 async def request_json(
     nc: Client, subject: str, payload: dict[str, object] | None = None
 ) -> dict[str, object]:
@@ -351,8 +352,7 @@ async def scrape_and_rss(
                 ours += await scrape_latencies(metrics_url, scrapes // 3)
                 theirs += await scrape_latencies(bare_url, scrapes // 3)
         finally:
-            bare.terminate()
-            bare.wait(10)
+            stop_process(bare)
             Path(handle.name).unlink()
         p50, p99 = percentile(ours, 0.5) * 1000, percentile(ours, 0.99) * 1000
         b50, b99 = percentile(theirs, 0.5) * 1000, percentile(theirs, 0.99) * 1000
@@ -374,8 +374,7 @@ async def scrape_and_rss(
         rss = peak_rss_mb(exporter.pid)
         results.add(f"(d) exporter peak RSS {rss:.0f} MB   target <= 150 MB   {verdict(rss <= 150)}")
     finally:
-        exporter.terminate()
-        exporter.wait(15)
+        stop_process(exporter)
 
 
 def main() -> None:

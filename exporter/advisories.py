@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -139,6 +139,15 @@ class AdvisoryCounter:
     def counts(self) -> Mapping[ConsumerKey, AdvisoryCounts]:
         """A copy: the counters keep moving while a render reads this."""
         return dict(self._counts)
+
+    def retain(self, known: Iterable[ConsumerKey]) -> None:
+        """Forget consumers that no longer exist (or are filtered out), so the map cannot grow for ever.
+
+        Only known consumers are exported; one that comes back starts again from 0, a counter reset that
+        ``increase()`` and ``rate()`` handle.
+        """
+        keep = set(known)
+        self._counts = {key: counts for key, counts in self._counts.items() if key in keep}
 
     async def subscribe(self, nc: Client) -> None:
         """Subscribe to the three advisory families on ``nc``; idempotent for the same live connection."""

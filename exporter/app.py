@@ -313,6 +313,7 @@ class ExporterApp:
         if self._advisories is None:
             account = snapshot.account.account if snapshot.account is not None else "$G"
             self._advisories = AdvisoryCounter(account)
+        self._advisories.retain((c.account, c.stream, c.name) for c in snapshot.consumers)
         # Every cycle: a no-op while subscribed, a retry after a failed subscription.
         await self._subscribe_advisories()
         return None

@@ -105,6 +105,16 @@ def test_counts_per_consumer_and_kind_and_returns_copies():
     assert counter.malformed == 0
 
 
+def test_retain_forgets_consumers_that_are_gone():
+    counter = AdvisoryCounter("tenant-a")
+    counter.record(KINDS["MSG_NAKED"], "subject", NAK_ADVISORY)
+    gone = json.loads(NAK_ADVISORY) | {"consumer": "deleted-handler"}
+    counter.record(KINDS["MSG_NAKED"], "subject", json.dumps(gone).encode())
+    assert len(counter.counts()) == 2
+    counter.retain([("tenant-a", "COMPANIONS_CHAT", "chat-handler")])
+    assert list(counter.counts()) == [("tenant-a", "COMPANIONS_CHAT", "chat-handler")]
+
+
 def test_malformed_advisories_are_counted_and_logged_rate_limited(caplog):
     clock = FakeClock()
     counter = AdvisoryCounter(ACCOUNT, clock=clock, malformed_log_interval=60.0)
