@@ -66,6 +66,7 @@ class NatsServerProcess:
     jetstream_max_memory: str = "256MB"
     jetstream_max_file: str = "1GB"
     jetstream_domain: str | None = None
+    jetstream: bool = True  # False: core NATS only (tests that stand in for the JetStream API themselves)
     log_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _owned_dir: Path | None = field(default=None, init=False, repr=False)
@@ -85,17 +86,20 @@ class NatsServerProcess:
 
     def config_text(self) -> str:
         store = self._store()
-        return (
-            f'server_name: "{self.server_name}"\n'
-            f'listen: "127.0.0.1:{self.port}"\n'
-            f'http: "127.0.0.1:{self.monitor_port}"\n'
+        jetstream = (
             f"jetstream {{\n"
             f'  store_dir: "{store}"\n'
             f"  max_memory_store: {self.jetstream_max_memory}\n"
             f"  max_file_store: {self.jetstream_max_file}\n"
             + (f'  domain: "{self.jetstream_domain}"\n' if self.jetstream_domain else "")
-            + f"}}\n"
-            f"{self.extra_config}\n"
+            + "}\n"
+        )
+        return (
+            f'server_name: "{self.server_name}"\n'
+            f'listen: "127.0.0.1:{self.port}"\n'
+            f'http: "127.0.0.1:{self.monitor_port}"\n'
+            + (jetstream if self.jetstream else "")
+            + f"{self.extra_config}\n"
         )
 
     def start(self) -> Self:
@@ -155,7 +159,8 @@ class NatsServerProcess:
     def _wait_ready(self, log_file: Path) -> None:
         """Wait until the monitoring endpoint reports JetStream healthy, under a deadline."""
         deadline = time.monotonic() + START_DEADLINE_SECONDS
-        health = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        query = "?js-enabled-only=true" if self.jetstream else ""
+        health = f"http://127.0.0.1:{self.monitor_port}/healthz{query}"
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
                 tail = _tail(log_file)

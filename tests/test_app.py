@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import msgpack
 import nats
+import nats.aio.msg
 import pytest
 from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
@@ -179,6 +180,44 @@ async def test_an_unexpected_failure_is_counted_and_collection_goes_on(
         return failures >= 1 and value(samples, "nats_up") == 1.0
 
     await wait_for(recovered, timeout=15, message="the failed cycle counted, then a good one")
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "api"
+
+
+async def test_a_cycle_past_its_deadline_is_counted_as_timeout(tmp_path: Path, running_app):
+    """A JetStream API that answers every request in time, but too slowly for the whole cycle."""
+    server = NatsServerProcess(store_dir=tmp_path / "store", jetstream=False)
+    server.start()
+    account_info = (FIXTURES / "account_info.json").read_bytes()
+    stream = json.loads((FIXTURES / "stream_list.json").read_bytes())["streams"][0]
+    responder = await nats.connect(server.url)
+
+    async def slow_api(msg: nats.aio.msg.Msg) -> None:
+        if msg.subject == "$JS.API.INFO":
+            await msg.respond(account_info)
+        elif msg.subject == "$JS.API.STREAM.LIST":
+            await asyncio.sleep(0.2)  # the fault: each page is slow, under the per-request timeout
+            offset = json.loads(msg.data or b"{}").get("offset", 0)
+            page = {"total": 10, "offset": offset, "limit": 1, "streams": [stream]}
+            await msg.respond(json.dumps(page).encode())
+        else:
+            await msg.respond(json.dumps({"total": 0, "offset": 0, "limit": 256, "consumers": []}).encode())
+
+    await responder.subscribe("$JS.API.>", cb=slow_api)
+    try:
+        settings = fast_settings(server.url, interval_seconds=1.0, deadline_seconds=0.5)
+        app = await start_app(running_app, settings)
+
+        async def timed_out() -> bool:
+            _, samples = await scrape(app.port)
+            timeouts = value(samples, "nats_exporter_collection_errors_total", stage="timeout") or 0
+            return timeouts >= 1 and value(samples, "nats_up") == 0.0
+
+        await wait_for(timed_out, timeout=15, message="the cycle deadline counted as stage timeout")
+    finally:
+        await responder.close()
+        server.cleanup()
 
 
 async def test_stale_data_is_dropped_after_its_ttl(nats_server: NatsServerProcess, running_app):
