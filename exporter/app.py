@@ -23,7 +23,7 @@ from aiohttp.typedefs import Middleware
 from nats.aio.client import Client
 
 from exporter.advisories import AdvisoryCounter
-from exporter.connection import NatsConnectError, connect_nats, redact_url
+from exporter.connection import NatsConnectError, close_quietly, connect_nats, redact_url
 from exporter.errors import ConfigError
 from exporter.memory import fix_mmap_threshold
 from exporter.metrics import Renderer
@@ -240,9 +240,8 @@ class ExporterApp:
 
     async def _close_connection(self) -> None:
         nc, self._nc = self._nc, None
-        if nc is not None and not nc.is_closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), CLOSE_TIMEOUT_SECONDS)
+        if nc is not None:
+            await close_quietly(nc, CLOSE_TIMEOUT_SECONDS)
 
     async def _subscribe_advisories(self) -> None:
         if self._advisories is None or self._nc is None:

@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import importlib.metadata
-import platform
 import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from exporter import __version__
 from exporter.config import (
     CONFIG_FILE_ENV,
     ENV_PREFIX,
@@ -40,12 +38,36 @@ EXIT_INTERRUPTED = 130
 
 
 def version_text() -> str:
-    """The exporter's version and the versions that matter in a bug report."""
-    try:
-        nats_py = importlib.metadata.version("nats-py")
-    except importlib.metadata.PackageNotFoundError:
-        nats_py = "unknown"
-    return f"{PROG} {__version__} (Python {platform.python_version()}, nats-py {nats_py})"
+    """The exporter's version and the versions that matter in a bug report, as build_info reports them."""
+    from exporter.metrics import current_build_info  # noqa: PLC0415 (prometheus_client: only for --version)
+
+    build = current_build_info()
+    return f"{PROG} {build.version} (Python {build.python_version}, nats-py {build.nats_py_version})"
+
+
+class _PrintVersion(argparse.Action):
+    """``--version``, its text built only when asked for: every other run is spared the metrics module."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        _namespace: argparse.Namespace,
+        _values: str | Sequence[Any] | None,
+        _option_string: str | None = None,
+    ) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts and sequence numbers: a whole number of at least 1."""
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(digits)
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -117,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         description="Prometheus exporter for NATS JetStream. Without a subcommand, runs the exporter.",
     )
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=_PrintVersion, help="show the version and exit")
     subparsers = parser.add_subparsers(title="subcommands", metavar="[SUBCOMMAND]")
     check = subparsers.add_parser(
         "check-config",

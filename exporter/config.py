@@ -9,7 +9,6 @@ secrets only describe the type, and the YAML error text leaves out the offending
 from __future__ import annotations
 
 import argparse
-import difflib
 import ipaddress
 import math
 import os
@@ -18,7 +17,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -36,7 +35,9 @@ from exporter.settings import (
     Settings,
     WebSettings,
     split_listen_address,
+    validate_stream_name,
 )
+from exporter.yamlfiles import describe_type, describe_yaml_error, did_you_mean, unknown_key_message
 
 ENV_PREFIX = "NATS_EXPORTER_"
 CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG"
@@ -123,8 +124,7 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _HOSTNAME = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
-# NATS rejects these in stream names (and, but for the slashes, in JetStream domains).
-_STREAM_NAME_FORBIDDEN = frozenset(" \t\r\n.*>/\\")
+# NATS rejects these in JetStream domains.
 _DOMAIN_FORBIDDEN = frozenset(" \t\r\n.*>")
 
 T = TypeVar("T")
@@ -172,26 +172,14 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (_StrictLoader is a SafeLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(_describe_yaml_error(exc), source=source) from None
+        raise ConfigError(describe_yaml_error(exc), source=source) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"the configuration file must be a mapping of keys, not {_describe(data)}", source=source
+            f"the configuration file must be a mapping of keys, not {describe_type(data)}", source=source
         )
     return data
-
-
-def _describe_yaml_error(exc: yaml.YAMLError) -> str:
-    # str(exc) quotes the offending line, which may be the one holding a password: rebuild it without.
-    if not isinstance(exc, yaml.MarkedYAMLError):
-        return "not valid YAML"
-    parts = [
-        f"{text} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else text
-        for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark))
-        if text
-    ]
-    return f"not valid YAML: {'; '.join(parts)}" if parts else "not valid YAML"
 
 
 # -- raw values and where they came from -------------------------------------------------------------------
@@ -232,7 +220,9 @@ def _file_values(path: str) -> dict[str, _Value]:
 
 def _flatten(tree: object, section: str, source: str, base_dir: Path, out: dict[str, _Value]) -> None:
     if not isinstance(tree, dict):
-        raise ConfigError(f"expected a mapping of keys, got {_describe(tree)}", source=source, key=section)
+        raise ConfigError(
+            f"expected a mapping of keys, got {describe_type(tree)}", source=source, key=section
+        )
     for raw_name, raw_value in tree.items():
         name = str(raw_name)
         key = f"{section}.{name}" if section else name
@@ -247,17 +237,8 @@ def _flatten(tree: object, section: str, source: str, base_dir: Path, out: dict[
 
 
 def _unknown_key_message(name: str, section: str) -> str:
-    siblings = sorted(_SECTION_CHILDREN[section])
-    where = f"in {section}" if section else "at the top level"
-    close = difflib.get_close_matches(name, siblings, n=1)
-    if close:
-        return f"unknown key {name!r} {where}; did you mean {close[0]!r}?"
-    # A key in the wrong section, e.g. `interval` at the top level.
     by_leaf = {key.rsplit(".", 1)[-1]: key for key in CONFIG_KEYS}
-    elsewhere = difflib.get_close_matches(name, list(by_leaf), n=1)
-    if elsewhere:
-        return f"unknown key {name!r} {where}; did you mean {by_leaf[elsewhere[0]]!r}?"
-    return f"unknown key {name!r} {where}; known keys: {', '.join(siblings)}"
+    return unknown_key_message(name, section, sorted(_SECTION_CHILDREN[section]), elsewhere=by_leaf)
 
 
 def _env_values(environ: Mapping[str, str]) -> dict[str, _Value]:
@@ -290,27 +271,12 @@ def config_file_path(args: argparse.Namespace, environ: Mapping[str, str] | None
     return env.get(CONFIG_FILE_ENV, "").strip() or None
 
 
-def _describe(raw: object) -> str:
-    """The kind of a value, never the value (it may be a secret)."""
-    kinds: tuple[tuple[type | tuple[type, ...], str], ...] = (
-        (bool, "true/false"),
-        ((int, float), "a number"),
-        (str, "a string"),
-        (list, "a list"),
-        (dict, "a mapping"),
-    )
-    for kind, description in kinds:
-        if isinstance(raw, kind):
-            return description
-    return f"a YAML {type(raw).__name__}"
-
-
 # -- parsers: one _Value -> one typed value, or _InvalidValueError ----------------------------------------
 
 
 def _text(value: _Value) -> str:
     if not isinstance(value.raw, str):
-        raise _InvalidValueError(f"expected a string, got {_describe(value.raw)} (quote it in YAML)")
+        raise _InvalidValueError(f"expected a string, got {describe_type(value.raw)} (quote it in YAML)")
     text = value.raw.strip()
     if not text:
         raise _InvalidValueError("must not be empty")
@@ -319,7 +285,7 @@ def _text(value: _Value) -> str:
 
 def _secret(value: _Value) -> Secret:
     if not isinstance(value.raw, str):
-        raise _InvalidValueError(f"expected a string, got {_describe(value.raw)} (quote it in YAML)")
+        raise _InvalidValueError(f"expected a string, got {describe_type(value.raw)} (quote it in YAML)")
     if not value.raw:
         raise _InvalidValueError("must not be empty")
     return Secret(value.raw)
@@ -330,7 +296,7 @@ def _text_list(value: _Value) -> tuple[str, ...]:
     texts: list[str] = []
     for item in items:
         if not isinstance(item, str):
-            raise _InvalidValueError(f"expected a list of strings, found {_describe(item)} in it")
+            raise _InvalidValueError(f"expected a list of strings, found {describe_type(item)} in it")
         texts.extend(part.strip() for part in item.split(",") if part.strip())
     if not texts:
         raise _InvalidValueError("must not be empty")
@@ -343,7 +309,7 @@ def _as_list(raw: object, expected: str) -> list[object]:
         return [raw]
     if isinstance(raw, list):
         return raw
-    raise _InvalidValueError(f"expected {expected}, got {_describe(raw)}")
+    raise _InvalidValueError(f"expected {expected}, got {describe_type(raw)}")
 
 
 def _servers(value: _Value) -> tuple[str, ...]:
@@ -377,11 +343,9 @@ def _server_url(text: str) -> str:
 def _stream_names(value: _Value) -> tuple[str, ...]:
     names = _text_list(value)
     for name in names:
-        if any(char in _STREAM_NAME_FORBIDDEN for char in name):
-            raise _InvalidValueError(
-                f"invalid stream name {name!r}: "
-                "stream names cannot contain spaces, '.', '*', '>', '/' or '\\'"
-            )
+        problem = validate_stream_name(name)
+        if problem is not None:
+            raise _InvalidValueError(f"invalid stream name {name!r}: {problem}")
     return names
 
 
@@ -410,7 +374,7 @@ def _duration(value: _Value) -> float:
     raw = value.raw
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         raise _InvalidValueError(
-            f'expected a duration like "15s" or a number of seconds, got {_describe(raw)}'
+            f'expected a duration like "15s" or a number of seconds, got {describe_type(raw)}'
         )
     if isinstance(raw, str):
         try:
@@ -431,7 +395,7 @@ def _integer(value: _Value) -> int:
     if value.from_text and isinstance(raw, str) and _INTEGER.fullmatch(raw.strip()):
         return int(raw)
     shown = f" {raw!r}" if isinstance(raw, str) else ""
-    raise _InvalidValueError(f"expected a whole number, got {_describe(raw)}{shown}")
+    raise _InvalidValueError(f"expected a whole number, got {describe_type(raw)}{shown}")
 
 
 def _sign_checked(
@@ -461,7 +425,9 @@ def _pattern(value: _Value) -> re.Pattern[str]:
         raise _InvalidValueError("must not be empty")
     for pattern in patterns:
         if not isinstance(pattern, str):
-            raise _InvalidValueError(f"expected regular expressions as strings, found {_describe(pattern)}")
+            raise _InvalidValueError(
+                f"expected regular expressions as strings, found {describe_type(pattern)}"
+            )
         try:
             re.compile(pattern)
         except re.error as exc:
@@ -505,8 +471,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[_Value], str]:
         text = _text(value).lower()
         if text in options:
             return text
-        close = difflib.get_close_matches(text, options, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(text, options)
         raise _InvalidValueError(f"must be one of {', '.join(options)}, got {text!r}{hint}")
 
     return parse
@@ -647,9 +612,16 @@ def _collection_settings(layers: _Layers) -> CollectionSettings:
     )
 
 
-def _refuse_encrypted_key() -> str:
-    # Without a callback OpenSSL would prompt on the terminal for the passphrase and hang a container.
-    raise _InvalidValueError("the client key is encrypted; the exporter needs an unencrypted key file")
+class EncryptedKeyError(Exception):
+    """OpenSSL asked for a passphrase: the private key file is encrypted."""
+
+
+def refuse_encrypted_key() -> NoReturn:
+    """The ``password`` callback of ``SSLContext.load_cert_chain``: raises EncryptedKeyError.
+
+    Without a callback OpenSSL would prompt on the terminal for the passphrase and hang a container.
+    """
+    raise EncryptedKeyError
 
 
 def _check_tls_material(tls: NatsTls, layers: _Layers) -> None:
@@ -665,9 +637,11 @@ def _check_tls_material(tls: NatsTls, layers: _Layers) -> None:
     if tls.cert_file is not None:
         key = "nats.tls.key_file" if tls.key_file is not None else "nats.tls.cert_file"
         try:
-            context.load_cert_chain(tls.cert_file, tls.key_file, password=_refuse_encrypted_key)
-        except _InvalidValueError as exc:
-            raise layers.error(key, exc.message) from None
+            context.load_cert_chain(tls.cert_file, tls.key_file, password=refuse_encrypted_key)
+        except EncryptedKeyError:
+            raise layers.error(
+                key, "the client key is encrypted; the exporter needs an unencrypted key file"
+            ) from None
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise layers.error(
                 key, f"cannot load the client certificate and key: {_ssl_reason(exc)}"

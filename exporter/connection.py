@@ -5,6 +5,8 @@ Used by the daemon, the dead-letter inspector and the demo, so they all authenti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -137,3 +139,11 @@ async def connect_nats(  # noqa: PLR0913 (keyword-only callbacks, each optional)
         client.options["max_reconnect_attempts"] = -1  # never give up after an outage
         client.options["reconnect_time_wait"] = 1
     return client
+
+
+async def close_quietly(nc: Client, timeout: float = 2.0) -> None:  # noqa: ASYNC109 (bounds the close itself)
+    """Close ``nc`` within ``timeout`` seconds, whatever happens: callers are tearing down, and a close
+    that fails or hangs (a server gone mid-flush) must neither raise over the real outcome nor hold it up.
+    """
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), timeout)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import json
 import sys
@@ -22,8 +21,9 @@ from typing import Any, Final
 import nats.errors
 from nats.aio.client import Client
 
-from exporter.config import settings_from_args
-from exporter.connection import NatsConnectError, connect_nats
+from exporter.cli import positive_int
+from exporter.config import secrets_in, settings_from_args
+from exporter.connection import NatsConnectError, close_quietly, connect_nats
 from exporter.durations import parse_duration
 from exporter.jsapi import (
     NO_MESSAGE_FOUND,
@@ -33,6 +33,7 @@ from exporter.jsapi import (
     JetStreamRequestError,
     api_error_from_reply,
 )
+from exporter.logs import configure_logging
 from exporter.parse import parse_timestamp
 from exporter.payload import (
     correlation_ids,
@@ -43,12 +44,11 @@ from exporter.payload import (
     summarize_payload,
     terminal_safe,
 )
-from exporter.settings import Settings
+from exporter.settings import Settings, validate_stream_name
 
 DEFAULT_STREAM: Final = "AI_DLQ"  # the platform spec's dead-letter stream
 DEFAULT_LIST_LIMIT: Final = 100
 API_TIMEOUT_SECONDS: Final = 5.0
-CLOSE_TIMEOUT_SECONDS: Final = 2.0
 MAX_SEQUENCES: Final = 10_000  # one --seq list, so a typo like 1-99999999 cannot start a storm
 # Added to every replayed message, so the handler's logs can tell a replay from a first delivery.
 REPLAY_HEADER: Final = "Dlq-Replayed-From"
@@ -153,21 +153,11 @@ def parse_sequences(text: str) -> tuple[int, ...]:
     return tuple(sequences)
 
 
-_STREAM_NAME_FORBIDDEN: Final = frozenset(" \t\r\n.*>/\\")
-
-
 def parse_stream_name(text: str) -> str:
-    if not text or any(char in _STREAM_NAME_FORBIDDEN for char in text):
-        raise argparse.ArgumentTypeError(
-            f"invalid stream name {text!r}: stream names cannot contain spaces, '.', '*', '>', '/' or '\\'"
-        )
+    problem = validate_stream_name(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"invalid stream name {text!r}: {problem}")
     return text
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
 
 
 # -- stored messages ------------------------------------------------------------------------------------
@@ -251,13 +241,16 @@ class DeadLetterReader:
                     f"stream {self.stream} does not exist (choose one with --stream)"
                 ) from None
             raise
-        state = info.get("state", {})
-        return StreamOverview(
-            name=self.stream,
-            messages=int(state.get("messages", 0)),
-            first_seq=int(state.get("first_seq", 0)),
-            last_seq=int(state.get("last_seq", 0)),
-        )
+        try:
+            state = info.get("state", {})
+            return StreamOverview(
+                name=self.stream,
+                messages=int(state.get("messages", 0)),
+                first_seq=int(state.get("first_seq", 0)),
+                last_seq=int(state.get("last_seq", 0)),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InspectorError(f"unexpected STREAM.INFO reply from the server ({exc!r})") from None
 
     async def message(self, seq: int) -> DeadLetter | None:
         return await self._get({"seq": seq})
@@ -398,9 +391,15 @@ def outcome_from_ack(letter: DeadLetter, target: ReplayTarget, data: bytes) -> R
     error = api_error_from_reply(target.subject, ack)
     if error is not None:
         return ReplayOutcome(letter, error=f"stream {target.stream} refused it: {error.description}")
-    return ReplayOutcome(
-        letter, published=True, target_seq=int(ack.get("seq", 0)), duplicate=bool(ack.get("duplicate"))
-    )
+    try:
+        target_seq = int(ack.get("seq", 0))
+    except (TypeError, ValueError):
+        # Not marked published: without a sequence nothing proves the stream stored it, so --delete must
+        # not remove the dead letter, and the replay stops here.
+        return ReplayOutcome(
+            letter, error=f"stream {target.stream} sent an acknowledgement without a valid sequence"
+        )
+    return ReplayOutcome(letter, published=True, target_seq=target_seq, duplicate=bool(ack.get("duplicate")))
 
 
 async def _delete(reader: DeadLetterReader, outcome: ReplayOutcome) -> ReplayOutcome:
@@ -683,6 +682,7 @@ def add_subcommand(subparsers: Any, common: argparse.ArgumentParser) -> None:
 def run_dlq(args: argparse.Namespace) -> int:
     """The ``dlq`` handler: exit status 0, 1 (NATS or the stream failed us) or 2 (usage)."""
     settings = settings_from_args(args)  # a ConfigError goes to the CLI, which reports it (exit 2)
+    configure_logging(settings.log, secrets=secrets_in(settings))
     try:
         return asyncio.run(_run_action(args, settings, time.time()))
     except InspectorError as exc:
@@ -742,8 +742,7 @@ async def _run_action(args: argparse.Namespace, settings: Settings, now: float) 
         except JetStreamRequestError as exc:
             raise InspectorError(str(exc)) from None
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.close(), CLOSE_TIMEOUT_SECONDS)
+        await close_quietly(nc)
 
 
 async def _connect(settings: Settings) -> Client:

@@ -112,6 +112,19 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
 
 
+# Stream and consumer names become subject tokens of the JetStream API and file names in the store.
+_NAME_FORBIDDEN = frozenset(".*>/\\")
+
+
+def validate_stream_name(name: str) -> str | None:
+    """What NATS would refuse in ``name`` as a stream (or consumer) name; None when it is acceptable."""
+    if not name:
+        return "names cannot be empty"
+    if any(char.isspace() or char in _NAME_FORBIDDEN for char in name):
+        return "names cannot contain spaces, '.', '*', '>', '/' or '\\'"
+    return None
+
+
 def split_listen_address(address: str) -> tuple[str | None, int]:
     """``HOST:PORT``, ``:PORT`` or ``[IPv6]:PORT`` -> (host or None for all interfaces, port).
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import difflib
 import hashlib
 import hmac
 import logging
@@ -29,7 +28,9 @@ import yaml
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
+from exporter.config import EncryptedKeyError, refuse_encrypted_key
 from exporter.errors import ConfigError
+from exporter.yamlfiles import describe_type, describe_yaml_error, did_you_mean, unknown_key_message
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ def load_web_config(path: str) -> WebConfig:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {_yaml_problem(exc)}", source=path) from exc
+        raise ConfigError(describe_yaml_error(exc), source=path) from None
     if document is None:
         return WebConfig(source=path)  # an empty file means no TLS and no auth, as in exporter-toolkit
     reader = _Reader(path, Path(path).parent)
@@ -293,8 +294,8 @@ def build_server_context(tls: TlsServerConfig, source: str) -> ssl.SSLContext:
     else:
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     try:
-        context.load_cert_chain(tls.cert_file, tls.key_file, password=_refuse_passphrase)
-    except _EncryptedKeyError as exc:
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=refuse_encrypted_key)
+    except EncryptedKeyError as exc:
         raise ConfigError(
             "the private key is encrypted; the exporter needs an unencrypted key file "
             "(protect it with file permissions or a Kubernetes Secret)",
@@ -319,15 +320,6 @@ def build_server_context(tls: TlsServerConfig, source: str) -> ssl.SSLContext:
     return context
 
 
-class _EncryptedKeyError(Exception):
-    pass
-
-
-def _refuse_passphrase() -> NoReturn:
-    # Without this callback OpenSSL would prompt for a passphrase on the terminal and block the daemon.
-    raise _EncryptedKeyError
-
-
 class _Reader:
     """Type and key checks for one file, with errors that name the file and the dotted key."""
 
@@ -340,18 +332,18 @@ class _Reader:
 
     def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
         if not isinstance(value, dict):
-            self.fail(key, f"must be a mapping, not {_type_name(value)}")
+            self.fail(key, f"must be a mapping, not {describe_type(value)}")
         for name in value:
             dotted = f"{key}.{name}" if key else str(name)
             if dotted in UNSUPPORTED_KEYS:
                 self.fail(dotted, UNSUPPORTED_KEYS[dotted])
             if name not in allowed:
-                self.fail(dotted, f"unknown key{_did_you_mean(str(name), allowed)}")
+                self.fail(dotted, unknown_key_message(str(name), key, allowed))
         return value
 
     def string(self, value: Any, key: str) -> str:
         if not isinstance(value, str) or not value:
-            self.fail(key, f"must be a non-empty string, not {_type_name(value)}")
+            self.fail(key, f"must be a non-empty string, not {describe_type(value)}")
         return value
 
     def path(self, value: Any, key: str) -> str:
@@ -360,9 +352,7 @@ class _Reader:
     def choice(self, value: Any, key: str, choices: Mapping[str, Any]) -> str:
         text = self.string(value, key)
         if text not in choices:
-            self.fail(
-                key, f"{text!r} is not one of {', '.join(choices)}{_did_you_mean(text, tuple(choices))}"
-            )
+            self.fail(key, f"{text!r} is not one of {', '.join(choices)}{did_you_mean(text, choices)}")
         return text
 
     def tls_version(self, value: Any, key: str) -> ssl.TLSVersion:
@@ -404,7 +394,7 @@ class _Reader:
         prefer = section.get("prefer_server_cipher_suites", True)
         if not isinstance(prefer, bool):
             self.fail(
-                f"{prefix}.prefer_server_cipher_suites", f"must be true or false, not {_type_name(prefer)}"
+                f"{prefix}.prefer_server_cipher_suites", f"must be true or false, not {describe_type(prefer)}"
             )
         return TlsServerConfig(
             cert_file=self.path(section["cert_file"], f"{prefix}.cert_file"),
@@ -421,7 +411,7 @@ class _Reader:
         section = self.mapping(value, prefix, HTTP_KEYS)
         # http2 is accepted for compatibility: aiohttp serves HTTP/1.1 only, which Prometheus scrapes.
         if not isinstance(section.get("http2", True), bool):
-            self.fail(f"{prefix}.http2", f"must be true or false, not {_type_name(section['http2'])}")
+            self.fail(f"{prefix}.http2", f"must be true or false, not {describe_type(section['http2'])}")
         headers = section.get("headers")
         if headers is None:
             return {}
@@ -441,7 +431,7 @@ class _Reader:
     def users(self, value: Any) -> dict[str, bytes]:
         key = "basic_auth_users"
         if not isinstance(value, dict):
-            self.fail(key, f"must be a mapping of user name to bcrypt hash, not {_type_name(value)}")
+            self.fail(key, f"must be a mapping of user name to bcrypt hash, not {describe_type(value)}")
         users: dict[str, bytes] = {}
         for raw_name, hashed in value.items():
             name = str(raw_name)  # YAML reads a user called 1234 as a number
@@ -493,23 +483,5 @@ def _require_readable(path: str, source: str, key: str) -> None:
         raise ConfigError(f"cannot read {path}: {_reason(exc)}", source=source, key=key) from exc
 
 
-def _did_you_mean(name: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f"; expected one of: {', '.join(choices)}"
-
-
-def _type_name(value: Any) -> str:
-    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "empty"}
-    return names.get(type(value), f"a {type(value).__name__}")
-
-
 def _reason(exc: Exception) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    # Only the position and the parser's complaint: the offending line may hold a password hash.
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
-    return "the parser could not read it"

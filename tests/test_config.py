@@ -21,7 +21,7 @@ from exporter.config import (
     settings_from_args,
 )
 from exporter.errors import ConfigError
-from exporter.settings import Secret, Settings
+from exporter.settings import Secret, Settings, validate_stream_name
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "pw-Zq8-never-print-me"
@@ -555,3 +555,20 @@ def test_the_example_configuration_passes_check_config(capsys):
     assert settings.dead_letter_streams == ("AI_DLQ",)
     assert settings.filters.stream_selected("AI_DLQ")
     assert settings.filters.stream_selected("COMPANIONS_CHAT")
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("AI_DLQ", None),
+        ("dlq-2026", None),
+        ("", "names cannot be empty"),
+        ("AI.DLQ", "names cannot contain spaces, '.', '*', '>', '/' or '\\'"),
+        ("AI\tDLQ", "names cannot contain spaces, '.', '*', '>', '/' or '\\'"),
+        ("AI\u00a0DLQ", "names cannot contain spaces, '.', '*', '>', '/' or '\\'"),  # no-break space
+        ("AI/DLQ", "names cannot contain spaces, '.', '*', '>', '/' or '\\'"),
+        ("AI>", "names cannot contain spaces, '.', '*', '>', '/' or '\\'"),
+    ],
+)
+def test_stream_names_are_checked_as_nats_checks_them(name, problem):
+    assert validate_stream_name(name) == problem

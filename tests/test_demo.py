@@ -300,6 +300,8 @@ async def test_a_part_that_fails_stops_the_demo_and_says_why(
     options = DemoOptions(
         settings=Settings(nats=NatsSettings(servers=(nats_server.url,)), web=WebSettings("127.0.0.1:0")),
         use_existing_server=True,
+        # A deleted consumer ends the handler once its fetches have failed this long (a second, not ten).
+        handler=HandlerOptions(fetch_grace_seconds=1.0),
     )
     demo = asyncio.create_task(run_demo(options, out=out, stop=asyncio.Event()))
     await wait_for(lambda: "/metrics" in out.getvalue() or demo.done(), timeout=15, message="the guide")

@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from spec_platform import VOICE as SPEC_VOICE
 
 from exporter import dlq
 from exporter.cli import common_parser
+from exporter.logs import REDACTED
 from exporter.natsserver import NatsServerProcess, free_port
 from exporter.payload import describe_bytes
 
@@ -309,6 +311,53 @@ def test_a_missing_stream_is_a_one_line_error(dead_letters, unchanged, capsys):
         invoke("dlq", "list", "--dead-letter-stream", "OTHER_DLQ", "--nats-url", dead_letters.server.url) == 1
     )
     assert "stream OTHER_DLQ does not exist" in capsys.readouterr().err
+
+
+def test_the_inspector_logs_as_configured_with_secrets_redacted(dead_letters, unchanged, capsys, monkeypatch):
+    token = "s3cret-token-for-the-dlq-test"
+    monkeypatch.setenv("NATS_EXPORTER_NATS_TOKEN", token)  # a server without auth accepts any token
+    url = dead_letters.server.url
+    assert invoke("dlq", "list", "--nats-url", url, "--log-format", "json", "--log-level", "warning") == 0
+    capsys.readouterr()
+    # What a library would log during the run, e.g. nats-py quoting its connect options.
+    logging.getLogger("nats.aio.client").info("below --log-level")
+    logging.getLogger("nats.aio.client").warning("reconnecting with token %s", token)
+    err = capsys.readouterr().err
+    assert token not in err
+    assert [json.loads(line)["message"] for line in err.splitlines()] == [
+        f"reconnecting with token {REDACTED}"
+    ]
+
+
+async def test_a_malformed_stream_info_reply_is_a_one_line_error(nats_server, capsys, monkeypatch):
+    # No JetStream answers domain "fake": this responder stands in for a server that replies oddly.
+    monkeypatch.setenv("NATS_EXPORTER_NATS_DOMAIN", "fake")
+    responder = await nats.connect(nats_server.url)
+    try:
+
+        async def odd_stream_info(msg: Msg) -> None:
+            await msg.respond(json.dumps({"state": {"messages": "many", "first_seq": 1}}).encode())
+
+        await responder.subscribe("$JS.fake.API.STREAM.INFO.AI_DLQ", cb=odd_stream_info)
+        await responder.flush()
+        rc = await asyncio.to_thread(invoke, "dlq", "list", "--nats-url", nats_server.url)
+    finally:
+        await responder.close()
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"{PROG} dlq list: error: unexpected STREAM.INFO reply from the server (ValueError("
+    )
+    assert err.count("\n") == 1
+
+
+def test_an_acknowledgement_without_a_valid_sequence_fails_that_replay():
+    letter = dlq.DeadLetter(seq=3, subject="ai.dlq.chat", time="", timestamp=0.0, headers=(), data=b"x")
+    target = dlq.ReplayTarget("review.dlq", "REVIEW")
+    outcome = dlq.outcome_from_ack(letter, target, b'{"stream": "REVIEW", "seq": "seven"}')
+    assert (outcome.published, outcome.deleted) == (False, False)
+    assert outcome.error == "stream REVIEW sent an acknowledgement without a valid sequence"
+    assert dlq.outcome_from_ack(letter, target, b'{"stream": "REVIEW", "seq": 7}').target_seq == 7
 
 
 def test_unreachable_nats_is_a_one_line_error(capsys):

@@ -229,7 +229,9 @@ def test_platform_errors_name_file_key_and_problem(text: str, where: str, what: 
 def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("streams:\n  - name: A\n    subjects: [a\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML at line \d+"):
+    with pytest.raises(
+        ConfigError, match=r"broken\.yaml: not valid YAML: while parsing .* at line 3, column 15"
+    ):
         load_platform(path)
 
 
@@ -408,3 +410,28 @@ def test_provision_subcommand_reports_an_unreachable_server(capsys: pytest.Captu
     err = capsys.readouterr().err
     assert err.startswith(f"provision: cannot connect to NATS at {url}: ")
     assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_provision_subcommand_reports_a_request_without_reply_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The user may read the streams but not create one: the server drops the create request unanswered.
+    readers_only = (
+        'authorization { users: [{user: "reader", password: "reader-pw", permissions: {\n'
+        '  publish: ["$JS.API.INFO", "$JS.API.STREAM.LIST", "$JS.API.STREAM.INFO.>"],\n'
+        '  subscribe: ["_INBOX.>"]}}] }\n'
+    )
+    path = tmp_path / "orders.yaml"
+    path.write_text(MINIMAL, encoding="utf-8")
+    monkeypatch.setenv("NATS_EXPORTER_NATS_USER", "reader")
+    monkeypatch.setenv("NATS_EXPORTER_NATS_PASSWORD", "reader-pw")
+    monkeypatch.setattr("exporter.demo.cli.API_TIMEOUT_SECONDS", 0.5)
+    with NatsServerProcess(store_dir=tmp_path / "store", extra_config=readers_only) as server:
+        args = argparse.Namespace(nats_url=[server.url], platform_file=path)
+        assert run_provision_command(args) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "provision: stream ORDERS: $JS.API.STREAM.CREATE.ORDERS: no reply within 0.5s "
+        "(may the exporter's user publish to this subject?)\n"
+    )
+    assert "reader-pw" not in captured.out + captured.err

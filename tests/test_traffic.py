@@ -108,6 +108,7 @@ def test_message_fate_is_stable_and_follows_the_ratios() -> None:
         {"failure_ratio": 0.7, "retry_ratio": 0.4},
         {"failure_ratio": -0.1},
         {"nak_delay_seconds": -1},
+        {"fetch_grace_seconds": -1},
         {"batch": 0},
     ],
 )
@@ -216,3 +217,85 @@ async def test_traffic_and_handler_fill_every_stream_nak_and_dead_letter(nc: Cli
         last = unpack((await js.get_last_msg(response_stream, first.subject)).data)
         assert first.subject.endswith(f".response.stream.{request_id}")
         assert (last["type"], last["done"], last["request_id"]) == ("done", True, request_id)
+
+
+def chat_payload(request_id: str) -> bytes:
+    return pack({"request_id": request_id, "user_id": "user-101", "message": "hi", "enable_streaming": False})
+
+
+def never_failing(*, fetch_grace_seconds: float = 10.0) -> HandlerOptions:
+    """Every message succeeds by the ratios, so any failure comes from elsewhere; no redelivery in a test."""
+    return HandlerOptions(
+        failure_ratio=0,
+        retry_ratio=0,
+        abandon_ratio=0,
+        processing_seconds=0,
+        nak_delay_seconds=30,
+        fetch_grace_seconds=fetch_grace_seconds,
+    )
+
+
+async def fetching(nc: Client, task: asyncio.Task[None]) -> bool:
+    """Whether the handler's pull request waits at its consumer (or the handler ended)."""
+    api = JetStreamApi(nc, domain=None, timeout_seconds=5.0)
+    info = await api.request_json("CONSUMER.INFO.COMPANIONS_CHAT.chat-handler")
+    return task.done() or int(info.get("num_waiting", 0)) > 0
+
+
+async def test_a_message_that_cannot_be_handled_is_naked_and_the_handler_goes_on(nc: Client) -> None:
+    naks: list[Msg] = []
+
+    async def count_nak(msg: Msg) -> None:
+        naks.append(msg)
+
+    await nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.COMPANIONS_CHAT.chat-handler", cb=count_nak)
+    handler = ChatHandler(nc, never_failing())
+    task = asyncio.create_task(handler.run())
+    try:
+        js = nc.jetstream()
+        # Its reply subject ai.chat.response.<request_id> is not a valid subject: publishing it raises.
+        await js.publish("ai.chat.user.user-101.message", chat_payload("not a token"))
+        await wait_for(lambda: handler.stats.failed == 1 or task.done(), message="the odd message handled")
+        await js.publish("ai.chat.user.user-101.message", chat_payload("r-2"))
+        await wait_for(lambda: handler.stats.acked == 1 or task.done(), message="the next message acked")
+        assert not task.done()
+        await wait_for(lambda: len(naks) == 1, message="the server to see the odd message NAKed")
+        assert handler.stats.naked == 1
+    finally:
+        task.cancel()
+        results = await asyncio.gather(task, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+
+
+async def test_failed_fetches_are_retried_until_the_consumer_is_back(nc: Client) -> None:
+    api = JetStreamApi(nc, domain=None, timeout_seconds=5.0)
+    handler = ChatHandler(nc, never_failing(fetch_grace_seconds=30))
+    task = asyncio.create_task(handler.run())
+    try:
+        await wait_for(lambda: fetching(nc, task), message="the handler to fetch")
+        await api.request_json("CONSUMER.DELETE.COMPANIONS_CHAT.chat-handler")
+        await wait_for(lambda: handler.stats.failed_fetches > 0 or task.done(), message="a fetch to fail")
+        assert not task.done()
+        await apply_platform(api, load_platform())  # provisioning creates the consumer again
+        await nc.jetstream().publish("ai.chat.user.user-101.message", chat_payload("r-1"))
+        await wait_for(lambda: handler.stats.acked == 1 or task.done(), timeout=15, message="an ack")
+        assert not task.done()
+    finally:
+        task.cancel()
+        results = await asyncio.gather(task, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+
+
+async def test_a_consumer_that_stays_gone_ends_the_handler(nc: Client) -> None:
+    handler = ChatHandler(nc, never_failing(fetch_grace_seconds=0.5))
+    task = asyncio.create_task(handler.run())
+    try:
+        await wait_for(lambda: fetching(nc, task), message="the handler to fetch")
+        api = JetStreamApi(nc, domain=None, timeout_seconds=5.0)
+        await api.request_json("CONSUMER.DELETE.COMPANIONS_CHAT.chat-handler")
+        await wait_for(task.done, timeout=10, message="the handler to give up")
+    finally:
+        task.cancel()
+        results = await asyncio.gather(task, return_exceptions=True)
+    assert isinstance(results[0], nats.errors.Error)
+    assert handler.stats.failed_fetches >= 1

@@ -444,7 +444,18 @@ INVALID_CONFIGS = [
         "'allow-all' is not one of deny, sameorigin",
     ),
     ("http_server_config:\n  http2: maybe\n", "http_server_config.http2", "must be true or false"),
-    ("basic_auth_users: {alice: [unclosed\n", None, "not valid YAML: line"),
+    # Worded as the configuration file's errors are (exporter/yamlfiles.py).
+    ("http_server_config:\n  http2: 1\n", "http_server_config.http2", "must be true or false, not a number"),
+    (
+        "http_server_config:\n  keepalive: true\n",
+        "http_server_config.keepalive",
+        "unknown key 'keepalive' in http_server_config; known keys: http2, headers",
+    ),
+    (
+        "basic_auth_users: {alice: [unclosed\n",
+        None,
+        "not valid YAML: while parsing a flow sequence at line 1, column 27",
+    ),
 ]
 
 

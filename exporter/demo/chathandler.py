@@ -11,6 +11,11 @@ messages fail is decided from the request id, so every redelivery of a message m
 
 Successful messages are answered as the platform does: pipeline events and a streamed response ending with a
 ``done`` marker (``ai.chat.response.stream.<request_id>``), or one reply on ``ai.chat.response.<request_id>``.
+
+A message that cannot be handled (the connection fails mid-way, e.g. while reconnecting to a ``--nats-url``
+server, or its payload is odd) is logged and NAKed, and a failed fetch is retried: neither ends the handler,
+and so the demo. Only a fetch that keeps failing for ``fetch_grace_seconds`` (its consumer was deleted) or a
+closed connection does.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ CHAT_STREAM = "COMPANIONS_CHAT"
 CHAT_CONSUMER = "chat-handler"
 CHAT_RESPONSE_ROOT = "ai.chat.response.stream"
 FETCH_WAIT_SECONDS = 1.0
+FETCH_RETRY_SECONDS = 1.0  # pause after a failed fetch: a fetch can fail at once, and must not spin
 API_TIMEOUT_SECONDS = 5.0
 
 OK = "ok"
@@ -59,6 +65,8 @@ class HandlerOptions:
     nak_delay_seconds: float = 1.0
     processing_seconds: float = 0.05  # simulated work per message, so ack-pending is visible
     batch: int = 10
+    # Fetches failing for this long end the handler: its consumer is gone, not briefly out of reach.
+    fetch_grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         ratios = (self.failure_ratio, self.retry_ratio, self.abandon_ratio)
@@ -66,7 +74,7 @@ class HandlerOptions:
             raise ValueError(
                 "failure, retry and abandon ratios must each be within 0..1 and sum to at most 1"
             )
-        if self.nak_delay_seconds < 0 or self.processing_seconds < 0:
+        if min(self.nak_delay_seconds, self.processing_seconds, self.fetch_grace_seconds) < 0:
             raise ValueError("delays must not be negative")
         if self.batch < 1:
             raise ValueError("batch must be at least 1")
@@ -80,6 +88,8 @@ class HandlerStats:
     naked: int = 0
     dead_lettered: int = 0
     terminated: int = 0
+    failed: int = 0  # messages whose handling raised (then NAKed)
+    failed_fetches: int = 0
 
 
 def message_fate(key: bytes, options: HandlerOptions) -> str:
@@ -106,6 +116,7 @@ class ChatHandler:
         self._options = options or HandlerOptions()
         self._domain = domain
         self._max_deliver = -1
+        self._fetch_failing_since: float | None = None
         self.stats = HandlerStats()
 
     async def run(self) -> None:
@@ -118,13 +129,13 @@ class ChatHandler:
             while True:
                 _raise_if_cancel_was_swallowed()
                 for message in await self._fetch(subscription):
-                    await self._handle(message)
+                    await self._handle_or_nak(message)
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await subscription.unsubscribe()
 
     async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
-        """The next batch, or [] after a quiet second.
+        """The next batch, or [] after a quiet second or a failed fetch (logged, then paused).
 
         The fetch runs in a task of its own so that cancelling the handler takes effect at once: on
         Python 3.11, nats-py's fetch can swallow a cancellation (an ``asyncio.wait_for`` race) and go on
@@ -138,9 +149,38 @@ class ChatHandler:
             fetch.add_done_callback(_consume_outcome)
             raise
         try:
-            return fetch.result()
+            messages = fetch.result()
         except TimeoutError:  # nats-py raises both its own TimeoutError and asyncio's
+            messages = []
+        except nats.errors.Error as exc:
+            now = time.monotonic()
+            if self._fetch_failing_since is None:
+                self._fetch_failing_since = now
+            if self._nc.is_closed or now - self._fetch_failing_since >= self._options.fetch_grace_seconds:
+                raise
+            self.stats.failed_fetches += 1
+            log.warning(
+                "fetching from %s/%s failed (%s); retrying in %gs",
+                CHAT_STREAM,
+                CHAT_CONSUMER,
+                _describe(exc),
+                FETCH_RETRY_SECONDS,
+            )
+            await asyncio.sleep(FETCH_RETRY_SECONDS)
             return []
+        self._fetch_failing_since = None
+        return messages
+
+    async def _handle_or_nak(self, msg: Msg) -> None:
+        """Handle one message; when that fails, log it and NAK the message rather than end the handler."""
+        try:
+            await self._handle(msg)
+        except (nats.errors.Error, TypeError, ValueError) as exc:
+            self.stats.failed += 1
+            log.warning("chat message not handled (%s): NAKed for a redelivery", _describe(exc))
+            with contextlib.suppress(nats.errors.Error):
+                await msg.nak(delay=self._options.nak_delay_seconds)
+                self.stats.naked += 1
 
     async def _handle(self, msg: Msg) -> None:
         delivery = msg.metadata.num_delivered
@@ -217,6 +257,11 @@ def _raise_if_cancel_was_swallowed() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _describe(exc: Exception) -> str:
+    # Some nats-py errors have an empty str(); the class name still says what happened.
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _consume_outcome(task: asyncio.Task[list[Msg]]) -> None:

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from exporter.cli import positive_int
 from exporter.config import secrets_in, settings_from_args
-from exporter.connection import NatsConnectError, connect_nats
+from exporter.connection import NatsConnectError, close_quietly, connect_nats
 from exporter.demo.chathandler import HandlerOptions
 from exporter.demo.platform import PlatformSpec, load_platform
 from exporter.demo.provisioning import ProvisioningError, ProvisioningReport, apply_platform
@@ -54,7 +55,7 @@ def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
     traffic, handler = TrafficOptions(), HandlerOptions()
     demo.add_argument(
         "--users",
-        type=_whole,
+        type=positive_int,
         default=traffic.users,
         metavar="N",
         help="simulated users (default: %(default)s)",
@@ -165,7 +166,7 @@ def run_provision_command(args: argparse.Namespace) -> int:
         if exc.report.outcomes:
             print(exc.report.render())
         return _fail(f"provision: {exc}")
-    except NatsConnectError as exc:
+    except (NatsConnectError, JetStreamRequestError) as exc:
         return _fail(f"provision: {exc}")
     print(report.render())
     return 0
@@ -178,7 +179,7 @@ async def provision(nats_settings: NatsSettings, platform: PlatformSpec) -> Prov
         api = JetStreamApi(nc, domain=nats_settings.domain, timeout_seconds=API_TIMEOUT_SECONDS)
         return await apply_platform(api, platform)
     finally:
-        await nc.close()
+        await close_quietly(nc)
 
 
 def _fail(message: str, *, status: int = EXIT_FAILURE) -> int:
@@ -194,12 +195,6 @@ def _seconds(text: str) -> float:
     if seconds < 0:
         raise argparse.ArgumentTypeError(f"duration {text!r} must not be negative")
     return seconds
-
-
-def _whole(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
 
 
 def _rate(text: str) -> float:

@@ -7,8 +7,6 @@ without reading a traceback. Optional keys default to the server's own defaults,
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +18,8 @@ import yaml
 from exporter.demo.subjects import subject_problem, subject_within, subjects_overlap
 from exporter.durations import parse_duration
 from exporter.errors import ConfigError
+from exporter.settings import validate_stream_name
+from exporter.yamlfiles import describe_yaml_error, did_you_mean, unknown_key_message
 
 EMBEDDED_PLATFORM = "platform.yaml"
 EMBEDDED_SOURCE = "exporter/demo/platform.yaml (built in)"
@@ -28,9 +28,6 @@ RETENTIONS = ("limits", "interest", "workqueue")
 STORAGES = ("file", "memory")
 ACK_POLICIES = ("explicit", "all", "none")
 DELIVER_POLICIES = ("all", "new", "last", "last_per_subject")
-
-# Stream and consumer names become subject tokens of the JetStream API, and file names in the store.
-_NAME = re.compile(r"[^\s.*>/\\]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +125,7 @@ def parse_platform(text: str, *, source: str) -> PlatformSpec:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"not valid YAML{where}: {problem}", source=source) from None
+        raise ConfigError(describe_yaml_error(exc), source=source) from None
     reader = _Reader(source)
     top = reader.mapping(document, "", allowed=("streams", "consumers"))
     streams = tuple(
@@ -238,7 +232,7 @@ def _check_consumers_fit_streams(platform: PlatformSpec) -> None:
         key = f"consumers[{index}]"
         if consumer.stream not in names:
             raise ConfigError(
-                f"stream {consumer.stream!r} is not in this file{_did_you_mean(consumer.stream, names)}",
+                f"stream {consumer.stream!r} is not in this file{did_you_mean(consumer.stream, names)}",
                 source=platform.source,
                 key=f"{key}.stream",
             )
@@ -251,11 +245,6 @@ def _check_consumers_fit_streams(platform: PlatformSpec) -> None:
                     source=platform.source,
                     key=f"{key}.filter_subjects",
                 )
-
-
-def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class _Reader:
@@ -273,10 +262,7 @@ class _Reader:
         for name in value:
             if name not in allowed:
                 prefix = f"{key}." if key else ""
-                raise self.error(
-                    f"{prefix}{name}",
-                    f"unknown key{_did_you_mean(str(name), allowed)}; known keys: {', '.join(allowed)}",
-                )
+                raise self.error(f"{prefix}{name}", unknown_key_message(str(name), key, allowed))
         return value
 
     def sequence(self, value: Any, key: str, *, required: bool) -> list[Any]:
@@ -291,8 +277,11 @@ class _Reader:
     def name(self, value: Any, key: str) -> str:
         if value is None:
             raise self.error(key, "is required")
-        if not isinstance(value, str) or not _NAME.fullmatch(value):
-            raise self.error(key, f"{value!r} is not a valid name (no spaces, '.', '*', '>', '/' or '\\')")
+        if not isinstance(value, str):
+            raise self.error(key, f"{value!r} is not a valid name: expected a string")
+        problem = validate_stream_name(value)
+        if problem is not None:
+            raise self.error(key, f"{value!r} is not a valid name: {problem}")
         return value
 
     def subjects(self, value: Any, key: str, *, required: bool = False) -> tuple[str, ...]:
@@ -308,7 +297,7 @@ class _Reader:
     def choice(self, value: Any, key: str, choices: Sequence[str]) -> str:
         if value not in choices:
             raise self.error(
-                key, f"{value!r} is not one of {', '.join(choices)}{_did_you_mean(str(value), choices)}"
+                key, f"{value!r} is not one of {', '.join(choices)}{did_you_mean(str(value), choices)}"
             )
         return str(value)
 

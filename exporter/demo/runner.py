@@ -18,9 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from nats.aio.client import Client
-
-from exporter.connection import connect_nats
+from exporter.connection import close_quietly, connect_nats
 from exporter.demo.chathandler import CHAT_CONSUMER, CHAT_STREAM, ChatHandler, HandlerOptions
 from exporter.demo.messages import DEAD_LETTER_CHAT_SUBJECT
 from exporter.demo.platform import PlatformSpec, load_platform
@@ -94,7 +92,7 @@ async def run_demo(
                 nats_settings = NatsSettings(servers=(server.url,))
             settings = replace(options.settings, nats=nats_settings)
             nc = await connect_nats(settings.nats, name="nats-jetstream-exporter-demo")
-            stack.push_async_callback(_close, nc)
+            stack.push_async_callback(close_quietly, nc, STOP_DEADLINE_SECONDS)
             api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=API_TIMEOUT_SECONDS)
             report = await apply_platform(api, platform)
             _say(out, report.render())
@@ -158,11 +156,6 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.wait(tasks, timeout=STOP_DEADLINE_SECONDS)
-
-
-async def _close(nc: Client) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(nc.close(), STOP_DEADLINE_SECONDS)
 
 
 @contextlib.contextmanager
