@@ -58,6 +58,9 @@ CONFIG_KEYS: tuple[str, ...] = (
     "nats.account",
     "web.listen_address",
     "web.config_file",
+    "web.read_header_timeout",
+    "web.idle_timeout",
+    "web.max_connections",
     "collection.interval",
     "collection.deadline",
     "collection.concurrency",
@@ -88,6 +91,9 @@ ENV_KEYS: Mapping[str, str] = {
     "NATS_ACCOUNT": "nats.account",
     "WEB_LISTEN_ADDRESS": "web.listen_address",
     "WEB_CONFIG_FILE": "web.config_file",
+    "WEB_READ_HEADER_TIMEOUT": "web.read_header_timeout",
+    "WEB_IDLE_TIMEOUT": "web.idle_timeout",
+    "WEB_MAX_CONNECTIONS": "web.max_connections",
     "INTERVAL": "collection.interval",
     "DEADLINE": "collection.deadline",
     "CONCURRENCY": "collection.concurrency",
@@ -510,6 +516,21 @@ class _Layers:
         return self.get(key, parse, None)
 
 
+def _web_settings(layers: _Layers) -> WebSettings:
+    defaults = WebSettings()
+    return WebSettings(
+        listen_address=layers.get("web.listen_address", _listen_address, defaults.listen_address),
+        config_file=layers.optional("web.config_file", _file_path),
+        read_header_timeout_seconds=layers.get(
+            "web.read_header_timeout", _positive_duration, defaults.read_header_timeout_seconds
+        ),
+        idle_timeout_seconds=layers.get(
+            "web.idle_timeout", _positive_duration, defaults.idle_timeout_seconds
+        ),
+        max_connections=layers.get("web.max_connections", _positive_integer, defaults.max_connections),
+    )
+
+
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Defaults < the YAML file (``--config`` or NATS_EXPORTER_CONFIG) < environment < flags, validated."""
     env = os.environ if environ is None else environ
@@ -522,10 +543,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     layers = _Layers(values)
     settings = Settings(
         nats=_nats_settings(layers),
-        web=WebSettings(
-            listen_address=layers.get("web.listen_address", _listen_address, WebSettings().listen_address),
-            config_file=layers.optional("web.config_file", _file_path),
-        ),
+        web=_web_settings(layers),
         collection=_collection_settings(layers),
         filters=FilterSettings(
             stream_include=layers.optional("filters.streams.include", _pattern),

@@ -62,6 +62,12 @@ class NatsSettings:
 class WebSettings:
     listen_address: str = DEFAULT_LISTEN_ADDRESS
     config_file: str | None = None  # exporter-toolkit web config (TLS, basic auth)
+    # A connection must send a request's headers within this long (from its opening, or from the first
+    # byte after an idle pause), and may stay idle between requests this long: slow or silent clients
+    # cannot hold connections open.
+    read_header_timeout_seconds: float = 10.0
+    idle_timeout_seconds: float = 60.0
+    max_connections: int = 100  # open HTTP connections at once; further ones are answered 503 and closed
 
 
 @dataclass(frozen=True, slots=True)
