@@ -6,6 +6,8 @@ every collection cycle, side by side in one run: a quiet phase, a phase with man
 and a quiet phase again. Cycles are read from the exporter's own gauges: the duration of each cycle,
 and failed cycles from ``nats_exporter_collection_errors_total`` (a timeout is stage="timeout").
 The targets: no failed cycle under load, and the median cycle under load at most 1.5x the quiet one.
+Where the time goes: CPU seconds per phase of the exporter's main thread (NATS client and collection),
+its other threads (the HTTP server, rendering workers), nats-server and the scrapers (this process).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import nats
@@ -36,6 +40,46 @@ _SUCCESS = re.compile(rb"^nats_exporter_last_success_timestamp_seconds (\S+)$", 
 _ERRORS = re.compile(rb'^nats_exporter_collection_errors_total\{stage="([^"]+)"\} (\S+)$', re.MULTILINE)
 
 
+def cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of a process, by thread id."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    exporter_main: float
+    exporter_others: float
+    nats_server: float
+    scrapers: float
+
+    @classmethod
+    def take(cls, exporter: int, nats_server: int) -> CpuSnapshot:
+        threads = cpu_seconds(exporter)
+        main = threads.pop(exporter, 0.0)
+        return cls(
+            main,
+            sum(threads.values()),
+            sum(cpu_seconds(nats_server).values()),
+            sum(cpu_seconds(os.getpid()).values()),
+        )
+
+    def since(self, earlier: CpuSnapshot) -> CpuSnapshot:
+        return CpuSnapshot(
+            self.exporter_main - earlier.exporter_main,
+            self.exporter_others - earlier.exporter_others,
+            self.nats_server - earlier.nats_server,
+            self.scrapers - earlier.scrapers,
+        )
+
+
 @dataclass
 class Phase:
     """The cycles seen during one phase of the run."""
@@ -45,6 +89,8 @@ class Phase:
     failures: dict[str, float] = field(default_factory=dict)
     scrapes: int = 0
     scrape_errors: int = 0
+    cpu: CpuSnapshot | None = None
+    wall: float = 0.0
 
     @property
     def median(self) -> float:
@@ -114,7 +160,15 @@ async def loaded(url: str, phase: Phase, scrapers: int, seconds: float) -> None:
         await asyncio.gather(*load, return_exceptions=True)
 
 
-async def run(streams: int, consumers: int, scrapers: int, seconds: float, results: Results) -> None:
+async def measured(pids: tuple[int, int], phase: Phase, work: Coroutine[Any, Any, None]) -> None:
+    before, started = CpuSnapshot.take(*pids), time.monotonic()
+    await work
+    phase.cpu, phase.wall = CpuSnapshot.take(*pids).since(before), time.monotonic() - started
+
+
+async def run(args: argparse.Namespace, results: Results) -> None:
+    streams, consumers, scrapers, seconds = args.streams, args.consumers, args.scrapers, args.seconds
+    source: Path | None = args.exporter_source
     with NatsServerProcess(jetstream_max_memory="4GB", server_name="bench-load") as server:
         nc = await nats.connect(server.url)
         try:
@@ -138,14 +192,17 @@ async def run(streams: int, consumers: int, scrapers: int, seconds: float, resul
                 "warning",
             ],
             stdin=subprocess.DEVNULL,
+            env=os.environ | {"PYTHONPATH": str(source)} if source is not None else None,
+            cwd=source,
         )
         try:
             url = f"http://127.0.0.1:{port}/metrics"
             await wait_http(f"http://127.0.0.1:{port}/readyz", 120)
             quiet, busy, quiet_again = Phase("quiet"), Phase(f"{scrapers} scrapers"), Phase("quiet again")
-            await observe(url, quiet, seconds / 2)
-            await loaded(url, busy, scrapers, seconds)
-            await observe(url, quiet_again, seconds / 2)
+            pids = (exporter.pid, server.pid or 0)
+            await measured(pids, quiet, observe(url, quiet, seconds / 2))
+            await measured(pids, busy, loaded(url, busy, scrapers, seconds))
+            await measured(pids, quiet_again, observe(url, quiet_again, seconds / 2))
         finally:
             stop_process(exporter)
     for phase in (quiet, busy, quiet_again):
@@ -156,6 +213,13 @@ async def run(streams: int, consumers: int, scrapers: int, seconds: float, resul
             f"max {max(phase.durations, default=float('nan')):.3f} s, "
             f"failed cycles {phase.failed:.0f}{f' ({failures})' if failures else ''}{scrapes}"
         )
+        if phase.cpu is not None:
+            cpu = phase.cpu
+            results.add(
+                f"{'':14} CPU s per wall s: exporter main thread {cpu.exporter_main / phase.wall:.2f}, "
+                f"other threads {cpu.exporter_others / phase.wall:.2f}, "
+                f"nats-server {cpu.nats_server / phase.wall:.2f}, scrapers {cpu.scrapers / phase.wall:.2f}"
+            )
     baseline = statistics.median(quiet.durations + quiet_again.durations)
     ratio = busy.median / baseline
     results.add(
@@ -171,6 +235,9 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, default=5, help="consumers per stream")
     parser.add_argument("--scrapers", type=int, default=50, help="continuous scrapers in the loaded phase")
     parser.add_argument("--seconds", type=float, default=60, help="length of the loaded phase")
+    parser.add_argument(
+        "--exporter-source", type=Path, help="run the exporter from this checkout (to compare versions)"
+    )
     parser.add_argument("--output", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     results = Results([])
@@ -181,8 +248,9 @@ def main() -> None:
     results.add(
         f"# command: python -m bench.load --streams {args.streams} --consumers {args.consumers} "
         f"--scrapers {args.scrapers} --seconds {args.seconds:g}"
+        + (f" --exporter-source {args.exporter_source}" if args.exporter_source else "")
     )
-    asyncio.run(run(args.streams, args.consumers, args.scrapers, args.seconds, results))
+    asyncio.run(run(args, results))
     if args.output:
         args.output.write_text("\n".join(results.lines) + "\n", encoding="utf-8")
 

@@ -16,10 +16,15 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
+from pki import client_context, make_pki
 
+from exporter.app import ExporterApp
+from exporter.cli import build_parser
+from exporter.config import settings_from_args
+from exporter.natsserver import free_port
 from exporter.server import Body, Exposition, ExpositionCache
 from exporter.serving import THREAD_NAME, WebServer
-from exporter.settings import WebSettings
+from exporter.settings import NatsSettings, Settings, WebSettings
 
 HEADER_TIMEOUT = 0.5
 IDLE_TIMEOUT = 1.0
@@ -220,3 +225,60 @@ async def test_port_in_use_is_an_os_error_and_leaves_no_thread():
         assert sum(thread.name == THREAD_NAME for thread in threading.enumerate()) == 1
     finally:
         await first.stop()
+
+
+async def test_plain_http_on_the_tls_port_is_refused_quietly_and_tls_serves(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="aiohttp")
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    pki = make_pki(tmp_path / "pki")
+    config = tmp_path / "web.yml"
+    config.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server.cert_file}\n  key_file: {pki.server.key_file}\n",
+        encoding="utf-8",
+    )
+    web = await started(settings(config_file=str(config)))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await closed_by_server(reader)
+        writer.close()
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"https://127.0.0.1:{web.port}/healthz", ssl=client_context(pki)) as response,
+        ):
+            assert response.status == 200
+    finally:
+        await web.stop()
+    assert_quiet(caplog)
+
+
+async def test_the_exporter_serves_and_stops_without_leaving_its_server_thread():
+    # No NATS at this address: the exporter keeps retrying, and serves /healthz all the while.
+    app = ExporterApp(
+        Settings(
+            nats=NatsSettings(servers=(f"nats://127.0.0.1:{free_port()}",), connect_timeout_seconds=0.5),
+            web=WebSettings(listen_address="127.0.0.1:0"),
+        )
+    )
+    await app.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{app.port}/healthz") as response:
+                assert response.status == 200
+            async with session.get(f"http://127.0.0.1:{app.port}/readyz") as response:
+                assert response.status == 503
+    finally:
+        await asyncio.wait_for(app.stop(), CLOSE_BOUND)
+    assert not any(thread.name == THREAD_NAME for thread in threading.enumerate())
+
+
+def test_the_limits_are_read_from_the_environment_and_the_file(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("web:\n  idle_timeout: 30s\n  max_connections: 7\n", encoding="utf-8")
+    args = build_parser().parse_args(["--config", str(config)])
+    web = settings_from_args(args, {"NATS_EXPORTER_WEB_READ_HEADER_TIMEOUT": "2s"}).web
+    assert (web.read_header_timeout_seconds, web.idle_timeout_seconds, web.max_connections) == (2, 30, 7)
+    defaults = settings_from_args(build_parser().parse_args([]), {}).web
+    assert (defaults.read_header_timeout_seconds, defaults.idle_timeout_seconds) == (10, 60)
+    assert defaults.max_connections == 100
