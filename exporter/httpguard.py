@@ -93,14 +93,15 @@ class ConnectionGuard:
 
         return connection_phases
 
-    def _admit(self, connection: GuardedConnection, transport: asyncio.BaseTransport) -> bool:
+    def admit(self, connection: GuardedConnection, transport: asyncio.BaseTransport) -> bool:
+        """Counts the connection in; False (logged) at the cap: the caller answers 503 and closes it."""
         if len(self._open) >= self.limits.max_connections:
             self._refused(transport)
             return False
         self._open[transport] = connection
         return True
 
-    def _release(self, transport: asyncio.BaseTransport) -> None:
+    def release(self, transport: asyncio.BaseTransport) -> None:
         self._open.pop(transport, None)
 
     def _refused(self, transport: asyncio.BaseTransport) -> None:
@@ -130,7 +131,7 @@ class GuardedConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
-        if not self._guard._admit(self, transport):  # noqa: SLF001 (the guard's own connection class)
+        if not self._guard.admit(self, transport):
             if isinstance(transport, asyncio.WriteTransport):
                 transport.write(REFUSAL)
             transport.close()
@@ -161,7 +162,7 @@ class GuardedConnection(asyncio.Protocol):
         self._cancel_timer()
         if self._inner is None or self._transport is None:
             return
-        self._guard._release(self._transport)  # noqa: SLF001 (the guard's own connection class)
+        self._guard.release(self._transport)
         self._inner.connection_lost(exc)
 
     def request_started(self) -> None:
