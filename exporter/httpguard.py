@@ -83,8 +83,8 @@ class ConnectionGuard:
             connection.request_started()
             try:
                 response = await handler(request)
-                # Sent here rather than by aiohttp after the middleware returns, so that the idle clock
-                # starts when the last byte left, not before a large body is written to a slow reader.
+                # Sent here rather than by aiohttp after the middleware returns: the idle clock starts once
+                # the body is handed over, so it cannot fire (and close) before the body is written.
                 await response.prepare(request)
                 await response.write_eof()
                 return response

@@ -8,7 +8,9 @@ Timeouts are small here; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
+import re
 import ssl
 import threading
 import time
@@ -167,6 +169,31 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(se
 
     assert logged(caplog, "idle for 1s (web.idle_timeout)", logging.DEBUG)
     assert_quiet(caplog)
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_a_slow_reader_gets_the_whole_body_though_it_takes_longer_than_the_idle_timeout(
+    server, encoding
+):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 16)
+    writer.write(
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Accept-Encoding: " + encoding.encode() + b"\r\n\r\n"
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), CLOSE_BOUND)
+    assert head.startswith(b"HTTP/1.1 200")
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    body = bytearray()
+    started = time.monotonic()
+    while chunk := await asyncio.wait_for(reader.read(1 << 14), CLOSE_BOUND):
+        body += chunk
+        # The pace of a slow reader (the whole body in twice the idle timeout), not a wait for a condition.
+        await asyncio.sleep(len(chunk) / length * 2 * IDLE_TIMEOUT)
+    writer.close()
+
+    expected = b"".join(BIG_BODY_CHUNKS)
+    assert (gzip.decompress(body) if encoding == "gzip" else body) == expected
+    assert time.monotonic() - started > IDLE_TIMEOUT  # the case under test: a response outlasting it
 
 
 async def test_a_keep_alive_connection_serves_requests_until_it_idles(server):
