@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from exporter.demo.subjects import subject_problem, subject_within, subjects_overlap
 from exporter.durations import parse_duration
 from exporter.errors import ConfigError
 from exporter.settings import validate_stream_name
+from exporter.subjects import subject_problem, subject_within, subjects_overlap
 from exporter.yamlfiles import describe_yaml_error, did_you_mean, unknown_key_message
 
 EMBEDDED_PLATFORM = "platform.yaml"
