@@ -32,7 +32,7 @@ from exporter.logs import configure_logging
 from exporter.settings import DEFAULT_LISTEN_ADDRESS, DEFAULT_NATS_URL, Settings
 
 PROG = "nats-jetstream-exporter"
-SUBCOMMAND_MODULES: tuple[str, ...] = ("exporter.dlq", "exporter.demo.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("exporter.dlq.command", "exporter.demo.cli")
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -60,14 +60,6 @@ class _PrintVersion(argparse.Action):
     ) -> None:
         print(version_text())
         parser.exit()
-
-
-def positive_int(text: str) -> int:
-    """An argparse type for counts and sequence numbers: a whole number of at least 1."""
-    digits = text.strip()
-    if not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(digits)
 
 
 def common_parser() -> argparse.ArgumentParser:

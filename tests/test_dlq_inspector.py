@@ -28,11 +28,16 @@ from nats.js.api import StreamConfig
 from spec_platform import AUDIO, CHAT, packed, provision_platform
 from spec_platform import VOICE as SPEC_VOICE
 
-from exporter import dlq
+from exporter.argtypes import literal_subject, subject_filter
 from exporter.cli import common_parser
+from exporter.dlq.arguments import parse_sequences, parse_time_bound
+from exporter.dlq.command import add_subcommand
+from exporter.dlq.errors import InspectorError
+from exporter.dlq.payload import describe_bytes
+from exporter.dlq.reading import DeadLetter, parse_dead_letter, parse_headers
+from exporter.dlq.replay import ReplayTarget, outcome_from_ack
 from exporter.logs import REDACTED
 from exporter.natsserver import NatsServerProcess, free_port
-from exporter.payload import describe_bytes
 
 PROG = "nats-jetstream-exporter"
 REPLAY_TARGET = "ai.chat.user.user-123.message"  # stored by COMPANIONS_CHAT, as a real replay would be
@@ -115,7 +120,7 @@ async def stored_message(url: str, stream: str, seq: int) -> dict[str, object]:
 def invoke(*argv: str) -> int:
     """Parse like the CLI does (its real shared flags) and run the handler."""
     parser = argparse.ArgumentParser(prog=PROG)
-    dlq.add_subcommand(parser.add_subparsers(), common_parser())
+    add_subcommand(parser.add_subparsers(), common_parser())
     args = parser.parse_args(list(argv))
     return int(args.handler(args))
 
@@ -352,12 +357,12 @@ async def test_a_malformed_stream_info_reply_is_a_one_line_error(nats_server, ca
 
 
 def test_an_acknowledgement_without_a_valid_sequence_fails_that_replay():
-    letter = dlq.DeadLetter(seq=3, subject="ai.dlq.chat", time="", timestamp=0.0, headers=(), data=b"x")
-    target = dlq.ReplayTarget("review.dlq", "REVIEW")
-    outcome = dlq.outcome_from_ack(letter, target, b'{"stream": "REVIEW", "seq": "seven"}')
+    letter = DeadLetter(seq=3, subject="ai.dlq.chat", time="", timestamp=0.0, headers=(), data=b"x")
+    target = ReplayTarget("review.dlq", "REVIEW")
+    outcome = outcome_from_ack(letter, target, b'{"stream": "REVIEW", "seq": "seven"}')
     assert (outcome.published, outcome.deleted) == (False, False)
     assert outcome.error == "stream REVIEW sent an acknowledgement without a valid sequence"
-    assert dlq.outcome_from_ack(letter, target, b'{"stream": "REVIEW", "seq": 7}').target_seq == 7
+    assert outcome_from_ack(letter, target, b'{"stream": "REVIEW", "seq": 7}').target_seq == 7
 
 
 def test_unreachable_nats_is_a_one_line_error(capsys):
@@ -409,23 +414,23 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, capsys):
 
 def test_argument_types():
     now = 1_800_000_000.0
-    assert dlq.parse_time_bound("90m").resolve(now) == now - 5400
-    assert dlq.parse_time_bound("2d12h").resolve(now) == now - 2.5 * 86400
-    assert dlq.parse_time_bound("2026-02-01T14:30:00Z").resolve(now) == 1769956200.0
-    assert dlq.parse_time_bound("2026-02-01T15:30:00+01:00").resolve(now) == 1769956200.0
-    assert dlq.parse_sequences("3,5-7, 9") == (3, 5, 6, 7, 9)
-    assert dlq.parse_subject_filter("ai.dlq.>") == "ai.dlq.>"
-    assert dlq.parse_literal_subject("ai.chat.user.u1.message") == "ai.chat.user.u1.message"
+    assert parse_time_bound("90m").resolve(now) == now - 5400
+    assert parse_time_bound("2d12h").resolve(now) == now - 2.5 * 86400
+    assert parse_time_bound("2026-02-01T14:30:00Z").resolve(now) == 1769956200.0
+    assert parse_time_bound("2026-02-01T15:30:00+01:00").resolve(now) == 1769956200.0
+    assert parse_sequences("3,5-7, 9") == (3, 5, 6, 7, 9)
+    assert subject_filter("ai.dlq.>") == "ai.dlq.>"
+    assert literal_subject("ai.chat.user.u1.message") == "ai.chat.user.u1.message"
 
 
 def test_stored_message_parsing():
-    assert dlq.parse_headers(b"NATS/1.0\r\nA: 1\r\nA: 2\r\nB: x:y\r\n\r\n") == (
+    assert parse_headers(b"NATS/1.0\r\nA: 1\r\nA: 2\r\nB: x:y\r\n\r\n") == (
         ("A", "1"),
         ("A", "2"),
         ("B", "x:y"),
     )
-    assert dlq.parse_headers(b"") == ()
-    letter = dlq.parse_dead_letter(
+    assert parse_headers(b"") == ()
+    letter = parse_dead_letter(
         {"message": {"subject": "ai.dlq.chat", "seq": 7, "data": "aGk=", "time": "2026-02-01T14:30:00.5Z"}}
     )
     assert (letter.seq, letter.subject, letter.data, letter.timestamp, letter.headers) == (
@@ -435,8 +440,8 @@ def test_stored_message_parsing():
         1769956200.5,
         (),
     )
-    with pytest.raises(dlq.InspectorError, match=r"unexpected STREAM\.MSG\.GET reply"):
-        dlq.parse_dead_letter({"message": {"seq": 1, "subject": "s", "data": "not base64!"}})
+    with pytest.raises(InspectorError, match=r"unexpected STREAM\.MSG\.GET reply"):
+        parse_dead_letter({"message": {"seq": 1, "subject": "s", "data": "not base64!"}})
 
 
 # -- replay ----------------------------------------------------------------------------------------------
