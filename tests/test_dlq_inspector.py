@@ -27,9 +27,10 @@ from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 from spec_platform import AUDIO, CHAT, packed, provision_platform
 from spec_platform import VOICE as SPEC_VOICE
+from support.poison import POISONS
 
 from exporter.argtypes import literal_subject, subject_filter
-from exporter.cli import common_parser
+from exporter.cli import common_parser, run_cli
 from exporter.dlq.arguments import parse_sequences, parse_time_bound
 from exporter.dlq.command import add_subcommand
 from exporter.dlq.errors import InspectorError
@@ -586,3 +587,107 @@ def test_a_refused_replay_stops_and_deletes_nothing(nats_server, capsys):
     assert "stopped at the first failure: 3 not attempted" in out
     assert asyncio.run(stream_state(url, "AI_DLQ")) == before
     assert asyncio.run(stream_state(url, "REVIEW"))["messages"] == 0
+
+
+# -- poisoned dead letters -------------------------------------------------------------------------------
+# Each run is bounded: a poisoned message must end in a report, never in a traceback or a hang.
+
+POISON_SEQS = {poison.request_id: seq for seq, poison in enumerate(POISONS, start=2)}
+LAST_POISONED_SEQ = len(POISONS) + 2  # a good message after the poisoned ones
+
+
+async def populate_poisoned(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        await provision_platform(nc)
+        await nc.jetstream().add_stream(StreamConfig(name="REVIEW", subjects=["review.>"]))
+        js = nc.jetstream()
+        await js.publish("ai.dlq.chat", packed(CHAT))
+        for poison in POISONS:
+            await js.publish("ai.dlq.chat", poison.payload)
+        await js.publish("ai.dlq.chat", packed(CHAT_2))
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(scope="module")
+def poisoned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServerProcess]:
+    server = NatsServerProcess(store_dir=Path(tmp_path_factory.mktemp("poisoned")) / "store")
+    server.start()
+    try:
+        asyncio.run(populate_poisoned(server.url))
+        yield server
+    finally:
+        server.cleanup()
+
+
+def innermost(value: object) -> object:
+    while isinstance(value, list):
+        value = value[0]
+    return value
+
+
+@pytest.mark.timeout(60)
+def test_list_reports_poisoned_dead_letters_and_goes_on(poisoned, capsys):
+    assert run_cli(["dlq", "list", "--nats-url", poisoned.url]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [int(row[0]) for row in rows] == list(range(1, LAST_POISONED_SEQ + 1))
+    for poison in POISONS:
+        row = rows[POISON_SEQS[poison.request_id] - 1]
+        if poison.note:
+            assert (row[4], row[5]) == ("hex", describe_bytes(poison.payload))
+        else:
+            assert (row[4], row[5]) == ("msgpack", f"request_id={poison.request_id}")
+    assert rows[-1][5] == f"request_id={CHAT_2['request_id']} user_id=user-789"
+    assert f"{LAST_POISONED_SEQ} shown; AI_DLQ holds {LAST_POISONED_SEQ} messages" in out
+
+
+@pytest.mark.timeout(60)
+def test_list_json_shows_each_unconvertible_value_raw_with_a_note(poisoned, capsys):
+    assert run_cli(["dlq", "list", "--json", "--nats-url", poisoned.url]) == 0
+    messages = json.loads(capsys.readouterr().out)["messages"]
+    assert [message["seq"] for message in messages] == list(range(1, LAST_POISONED_SEQ + 1))
+    for poison in POISONS:
+        message = messages[POISON_SEQS[poison.request_id] - 1]
+        if poison.note:
+            assert (message["encoding"], message["encoding_note"]) == ("hex", poison.note)
+            assert message["payload"] == poison.payload.hex()
+        else:
+            assert message["request_id"] == poison.request_id
+            shown = innermost(message["payload"]["poison"])
+            assert isinstance(shown, str)
+            assert shown.startswith(poison.shown)
+    assert messages[-1]["payload"] == CHAT_2
+
+
+@pytest.mark.timeout(120)
+def test_show_reports_each_poisoned_dead_letter(poisoned, capsys):
+    for poison in POISONS:
+        seq = str(POISON_SEQS[poison.request_id])
+        assert run_cli(["dlq", "show", seq, "--nats-url", poisoned.url]) == 0
+        out = capsys.readouterr().out
+        if poison.note:
+            assert f"Encoding:  hex ({poison.note})\n" in out
+            assert f"  {describe_bytes(poison.payload)[:-1]}" in out  # the hex dump's heading
+        else:
+            assert "Encoding:  msgpack\n" in out
+            assert poison.shown in out
+        assert run_cli(["dlq", "show", seq, "--json", "--nats-url", poisoned.url]) == 0
+        assert json.loads(capsys.readouterr().out)["seq"] == int(seq)
+
+
+@pytest.mark.timeout(60)
+def test_replay_republishes_poisoned_dead_letters_byte_for_byte(poisoned, capsys):
+    url = poisoned.url
+    argv = ["dlq", "replay", "--to", "review.poisoned", "--all", "--nats-url", url]
+    assert run_cli(argv) == 0
+    dry_run = capsys.readouterr().out
+    assert dry_run.startswith(f"DRY RUN, nothing published: would republish {LAST_POISONED_SEQ} dead letters")
+    assert run_cli([*argv, "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"republished {LAST_POISONED_SEQ} of {LAST_POISONED_SEQ} dead letters from AI_DLQ" in out
+    for poison in POISONS:
+        stored = asyncio.run(stored_message(url, "REVIEW", POISON_SEQS[poison.request_id]))["message"]
+        assert isinstance(stored, dict)
+        assert _b64(stored["data"]) == poison.payload

@@ -60,6 +60,7 @@ def letter_document(letter: DeadLetter) -> dict[str, Any]:
         "size": letter.size,
         "headers": headers,
         "encoding": decoded.encoding.value,
+        **({"encoding_note": decoded.note} if decoded.note else {}),
         **correlation_ids(decoded),
         "payload": payload_document(decoded),
     }
@@ -101,7 +102,7 @@ def render_show(stream: str, letter: DeadLetter) -> str:
         f"Subject:   {terminal_safe(letter.subject, keep_newlines=False)}",
         f"Time:      {letter.time} ({format_timestamp(letter.timestamp)})",
         f"Size:      {letter.size} bytes",
-        f"Encoding:  {decoded.encoding.value}",
+        f"Encoding:  {decoded.encoding.value}" + (f" ({decoded.note})" if decoded.note else ""),
     ]
     if letter.headers:
         lines.append("Headers:")

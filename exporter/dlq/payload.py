@@ -99,7 +99,8 @@ def describe_raw(data: bytes) -> str:
     """``N bytes`` and their hex, the first ``RAW_PREVIEW_BYTES`` of them and a digest when longer."""
     if len(data) <= RAW_PREVIEW_BYTES:
         return f"{len(data)} bytes {data.hex()}"
-    return f"{len(data)} bytes {data[:RAW_PREVIEW_BYTES].hex()}{ELLIPSIS} {describe_bytes(data)[1:-1]}"
+    digest = hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
+    return f"{len(data)} bytes {data[:RAW_PREVIEW_BYTES].hex()}{ELLIPSIS} sha256:{digest}"
 
 
 def truncate(text: str, limit: int | None) -> str:
