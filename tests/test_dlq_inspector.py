@@ -287,6 +287,7 @@ def test_time_window_filters(dead_letters, unchanged, capsys):
     ]
     assert listed(capsys, url, "--since", between_2_and_3, "--subject", "ai.dlq.voice") == []
     assert listed(capsys, url, "--since", "1h") == [1, 2, 3, 4]  # durations mean "ago"
+    assert listed(capsys, url, "--since", "99999999d") == [1, 2, 3, 4]  # before 1970: from the start
     assert listed(capsys, url, "--until", "1h") == []
     assert listed(capsys, url, "--since", "2999-01-01T00:00:00Z") == []
 

@@ -112,7 +112,9 @@ class DeadLetterReader:
 
     async def first_since(self, since: float, subject: str) -> DeadLetter | None:
         """The first message stored at or after ``since`` whose subject matches."""
-        start = dt.datetime.fromtimestamp(since, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+        # Nothing is stored before 1970: an earlier bound (--since 99999999d) means from the start, and
+        # would be outside the years a datetime holds.
+        start = dt.datetime.fromtimestamp(max(since, 0.0), tz=dt.UTC).isoformat().replace("+00:00", "Z")
         found = await self._get({"start_time": start, "next_by_subj": subject})
         # nats-server 2.15 answers a start_time after the last message with the stream's first message:
         # an earlier message than asked for means there is none at or after it.
