@@ -642,6 +642,10 @@ def test_list_reports_poisoned_dead_letters_and_goes_on(poisoned, capsys):
             assert (row[4], row[5]) == ("msgpack", f"request_id={poison.request_id}")
     assert rows[-1][5] == f"request_id={CHAT_2['request_id']} user_id=user-789"
     assert f"{LAST_POISONED_SEQ} shown; AI_DLQ holds {LAST_POISONED_SEQ} messages" in out
+    poisoned_seqs = ", ".join(str(seq) for seq in POISON_SEQS.values())
+    assert (
+        f"not fully decodable, shown with raw bytes and a note: seq {poisoned_seqs} (see dlq show SEQ)" in out
+    )
 
 
 @pytest.mark.timeout(60)
@@ -649,8 +653,10 @@ def test_list_json_shows_each_unconvertible_value_raw_with_a_note(poisoned, caps
     assert run_cli(["dlq", "list", "--json", "--nats-url", poisoned.url]) == 0
     messages = json.loads(capsys.readouterr().out)["messages"]
     assert [message["seq"] for message in messages] == list(range(1, LAST_POISONED_SEQ + 1))
+    assert (messages[0]["undecodable_values"], messages[-1]["undecodable_values"]) == (0, 0)
     for poison in POISONS:
         message = messages[POISON_SEQS[poison.request_id] - 1]
+        assert message["undecodable_values"] == 1
         if poison.note:
             assert (message["encoding"], message["encoding_note"]) == ("hex", poison.note)
             assert message["payload"] == poison.payload.hex()

@@ -27,6 +27,7 @@ from exporter.dlq.payload import (
     summarize_payload,
     terminal_safe,
     truncate,
+    undecodable_count,
 )
 from exporter.dlq.unpack import MAX_DEPTH
 
@@ -263,6 +264,7 @@ def test_a_value_that_cannot_be_converted_is_shown_raw_with_a_note(value, shown)
         content = _content(value)
         assert document["poison"] == f"<{shown}: {len(content)} bytes {content.hex()}>"
     assert correlation_ids(decoded) == {"request_id": "r-1"}
+    assert undecodable_count(decoded) == (0 if shown is None else 1)
     json.dumps(document, allow_nan=False)
     assert "poison=" not in summarize_payload(decoded)  # correlation ids lead the summary
     assert "r-1" in pretty_payload(decoded)
@@ -302,6 +304,15 @@ def test_bytes_that_are_not_one_messagepack_value_are_hex_with_the_reason(data, 
     decoded = decode_payload(data)
     assert (decoded.encoding, decoded.value, decoded.note) == (Encoding.HEX, data, f"not MessagePack: {note}")
     assert payload_document(decoded) == data.hex()
+    assert undecodable_count(decoded) == 1
+
+
+def test_undecodable_values_are_counted_wherever_they_are():
+    bad_string, bad_stamp = b"\xa1\xff", b"\xd5\xff\x00\x01"
+    data = b"\x82" + bad_string + b"\x92" + bad_string + bad_stamp + packed("ok") + b"\x91" + bad_string
+    assert undecodable_count(decode_payload(data)) == 4  # a key, two array items, a nested item
+    assert undecodable_count(decode_payload(packed(CHAT))) == 0
+    assert undecodable_count(decode_payload(b"plain text")) == 0
 
 
 VALID_VALUES = [

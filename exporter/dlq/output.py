@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from exporter.dlq.payload import (
+    DecodedPayload,
     correlation_ids,
     decode_payload,
     format_timestamp,
@@ -14,6 +15,7 @@ from exporter.dlq.payload import (
     pretty_payload,
     summarize_payload,
     terminal_safe,
+    undecodable_count,
 )
 from exporter.dlq.reading import DeadLetter, StreamOverview
 from exporter.dlq.replay import ReplayOutcome, ReplayTarget
@@ -31,8 +33,7 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def letter_row(letter: DeadLetter) -> list[str]:
-    decoded = decode_payload(letter.data)
+def letter_row(letter: DeadLetter, decoded: DecodedPayload) -> list[str]:
     return [
         str(letter.seq),
         format_timestamp(letter.timestamp),
@@ -61,6 +62,7 @@ def letter_document(letter: DeadLetter) -> dict[str, Any]:
         "headers": headers,
         "encoding": decoded.encoding.value,
         **({"encoding_note": decoded.note} if decoded.note else {}),
+        "undecodable_values": undecodable_count(decoded),
         **correlation_ids(decoded),
         "payload": payload_document(decoded),
     }
@@ -84,11 +86,25 @@ def show_document(stream: str, letter: DeadLetter) -> dict[str, Any]:
 def render_list(overview: StreamOverview, letters: Sequence[DeadLetter], *, more: bool) -> str:
     if not letters:
         return f"no dead letters match in {overview.name} (it holds {overview.messages} messages)"
-    lines = [render_table(LETTER_HEADER, [letter_row(letter) for letter in letters]), ""]
+    decoded = [decode_payload(letter.data) for letter in letters]
+    lines = [
+        render_table(LETTER_HEADER, [letter_row(*pair) for pair in zip(letters, decoded, strict=True)]),
+        "",
+    ]
     lines.append(
         f"{len(letters)} shown; {overview.name} holds {overview.messages} messages "
         f"(sequences {overview.first_seq}..{overview.last_seq})"
     )
+    poisoned = [
+        str(letter.seq)
+        for letter, payload in zip(letters, decoded, strict=True)
+        if undecodable_count(payload)
+    ]
+    if poisoned:
+        lines.append(
+            f"not fully decodable, shown with raw bytes and a note: seq {', '.join(poisoned)} "
+            "(see dlq show SEQ)"
+        )
     if more:
         lines.append("more match: raise --limit, or narrow with --since/--until/--subject")
     return "\n".join(lines)
@@ -164,7 +180,9 @@ def render_dry_run(stream: str, target: ReplayTarget, letters: Sequence[DeadLett
                 f"to {_destination(target)} and {fate}."
             ),
             "",
-            render_table(LETTER_HEADER, [letter_row(letter) for letter in letters]),
+            render_table(
+                LETTER_HEADER, [letter_row(letter, decode_payload(letter.data)) for letter in letters]
+            ),
             "",
             "Run again with --yes to publish.",
         ]

@@ -151,6 +151,23 @@ def _display_key(key: Any) -> str:
     return shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False)
 
 
+def undecodable_count(decoded: DecodedPayload) -> int:
+    """Values shown as raw bytes with a note; a payload that is not MessagePack counts as one."""
+    if decoded.note is not None:
+        return 1
+    count, pending = 0, [decoded.value]
+    while pending:  # no recursion: the decoder bounds the depth, this walk does not rely on it
+        value = pending.pop()
+        if isinstance(value, Undecodable):
+            count += 1
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return count
+
+
 def payload_document(decoded: DecodedPayload, *, max_string: int | None = None) -> Any:
     """The payload as one JSON-safe value: the decoded structure, the text, or the hex string."""
     if decoded.encoding is Encoding.HEX:
