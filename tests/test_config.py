@@ -11,17 +11,10 @@ import pytest
 from pki import make_authority, make_pki
 
 from exporter.cli import build_parser, run_cli
-from exporter.config import (
-    CONFIG_KEYS,
-    ENV_KEYS,
-    ENV_PREFIX,
-    FLAG_KEYS,
-    load_config_file,
-    secrets_in,
-    settings_from_args,
-)
+from exporter.config import ENV_PREFIX, load_config_file, secrets_in, settings_from_args
 from exporter.errors import ConfigError
 from exporter.settings import Secret, Settings, validate_stream_name
+from exporter.settingstable import SETTINGS
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "pw-Zq8-never-print-me"
@@ -300,7 +293,7 @@ FILE_ERRORS = [
     ("intervall: 15s\n", "intervall", "did you mean 'collection.interval'"),
     ("collection:\n  intervl: 15s\n", "collection.intervl", "did you mean 'interval'"),
     ("web:\n  listen: ':9'\n", "web.listen", "did you mean 'listen_address'"),
-    ("bogus: 1\n", "bogus", "known keys: collection, dead_letter_streams"),
+    ("bogus: 1\n", "bogus", "known keys: ack_latency, collection, dead_letter_streams"),
     ("collection: [1, 2]\n", "collection", "expected a mapping of keys, got a list"),
     ("collection:\n  concurrency: many\n", "collection.concurrency", "expected a whole number, got a string"),
     ("collection:\n  concurrency: 2.5\n", "collection.concurrency", "expected a whole number, got a number"),
@@ -538,9 +531,9 @@ def test_a_key_that_does_not_match_the_certificate_is_refused(tmp_path, capsys):
 
 def test_the_documentation_names_every_key_variable_and_flag():
     text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
-    missing = [key for key in CONFIG_KEYS if f"`{key}`" not in text]
-    missing += [ENV_PREFIX + name for name in ENV_KEYS if f"`{ENV_PREFIX}{name}`" not in text]
-    missing += [flag for flag, _ in FLAG_KEYS.values() if f"`{flag}" not in text]
+    missing = [setting.key for setting in SETTINGS if f"`{setting.key}`" not in text]
+    missing += [setting.env_name for setting in SETTINGS if f"`{setting.env_name}`" not in text]
+    missing += [setting.flag for setting in SETTINGS if setting.flag and f"`{setting.flag}" not in text]
     missing += [word for word in ("`--config", f"`{ENV_PREFIX}CONFIG`", "`check-config`") if word not in text]
     assert missing == []
 
