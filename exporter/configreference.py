@@ -36,7 +36,7 @@ def _row(setting: Setting) -> str:
     kind = setting.kind.describe + (", secret" if setting.secret else "")
     shown = setting.show(setting.default)
     default = setting.default_text or (shown if shown == "none" else f"`{shown}`")
-    flag = f"`{setting.flag} {setting.metavar}`" if setting.flag else "–"
+    flag = f"`{setting.flag} {setting.metavar}`" if setting.flag else "-"
     cells = (f"`{setting.key}`", kind, default, f"`{setting.env_name}`", flag, setting.help)
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from exporter.patterns import NamePattern
+from exporter.yamlfiles import quoted
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 # Outside 9100-9999 (Prometheus's exporter range, fully allocated) and unused by common exporters.
@@ -185,9 +186,9 @@ def split_listen_address(address: str) -> tuple[str | None, int]:
     """
     host, separator, port_text = address.rpartition(":")
     if not separator:
-        raise ValueError(f"expected HOST:PORT or :PORT, got {address!r}")
+        raise ValueError("expected HOST:PORT or :PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number from 0 to 65535, got {port_text!r}")
+        raise ValueError(f"port must be a number from 0 to 65535, got {quoted(port_text)}")
     return (host or None), int(port_text)
