@@ -10,11 +10,12 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NoReturn
 
 import yaml
 
+from exporter.durations import format_duration, parse_duration
 from exporter.errors import ConfigError
 
 
@@ -206,3 +207,99 @@ def quoted(text: str) -> str:
     """``repr`` of a short text; a description of a long one (never its content)."""
     shown = brief(text)
     return repr(text) if shown == text else shown
+
+
+# -- validating a document: one style for the web config and the platform file -----------------------------
+
+
+class DocumentReader:
+    """Typed reads from a parsed YAML document, each failing with a ConfigError naming the file and key.
+
+    Keys are dotted (``tls_server_config.cert_file``) or indexed (``streams[3].max_age``). Values are quoted
+    in messages only when short; a subclass reading a secret describes it instead.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, source=self.source, key=key or None)
+
+    def fail(self, key: str, message: str) -> NoReturn:
+        raise self.error(key, message)
+
+    def mapping(
+        self,
+        value: object,
+        key: str,
+        allowed: Sequence[str],
+        *,
+        unsupported: Mapping[str, str] | None = None,
+    ) -> dict[Any, Any]:
+        """``value`` as a mapping of ``allowed`` keys; ``unsupported`` maps dotted keys to advice."""
+        if not isinstance(value, dict):
+            self.fail(
+                key, f"must be a mapping with the keys {', '.join(allowed)}, not {describe_type(value)}"
+            )
+        for name in value:
+            dotted = f"{key}.{name}" if key else str(name)
+            if unsupported is not None and dotted in unsupported:
+                self.fail(dotted, unsupported[dotted])
+            if name not in allowed:
+                self.fail(dotted, unknown_key_message(str(name), key, allowed))
+        return value
+
+    def sequence(self, value: object, key: str, *, required: bool) -> list[Any]:
+        if value is None and required:
+            self.fail(key, "is required")
+        if not isinstance(value, list):
+            self.fail(key, f"must be a list, not {describe_type(value)}")
+        if required and not value:
+            self.fail(key, "must not be empty")
+        return value
+
+    def string(self, value: object, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"must be a non-empty string, not {describe_type(value)}")
+        return value
+
+    def choice(self, value: object, key: str, choices: Iterable[str]) -> str:
+        options = list(choices)
+        text = self.string(value, key)
+        if text not in options:
+            self.fail(key, f"{quoted(text)} is not one of {', '.join(options)}{did_you_mean(text, options)}")
+        return text
+
+    def boolean(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, not {describe_type(value)}")
+        return value
+
+    def integer(self, value: object, key: str, *, minimum: int, maximum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be a whole number, not {describe_type(value)}")
+        if not minimum <= value <= maximum:
+            self.fail(key, f"must be from {minimum} to {maximum}, got {brief(str(value))}")
+        return value
+
+    def duration(
+        self, value: object, key: str, *, positive: bool = False, at_most: float = 3650 * 86400.0
+    ) -> float:
+        """A duration string ("30s", "7d"); the number 0 for "unlimited" unless ``positive``."""
+        if value == 0 and not positive and not isinstance(value, bool):
+            return 0.0
+        if not isinstance(value, str):
+            self.fail(key, f"expected a duration such as 30s, 5m, 24h or 7d, got {describe_type(value)}")
+        if len(value) > MAX_QUOTED_LENGTH:
+            self.fail(key, f"invalid duration {quoted(value)}: too long for a duration")
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.fail(key, str(exc))
+        if seconds < 0:
+            self.fail(key, "must not be negative")
+        if positive and seconds == 0:
+            self.fail(key, "must be longer than zero")
+        if seconds > at_most:
+            self.fail(key, f"must be at most {format_duration(at_most)}")
+        return seconds
