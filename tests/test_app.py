@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgpack
@@ -85,8 +86,8 @@ async def running_app() -> AsyncIterator[list[ExporterApp]]:
             await app.stop()
 
 
-async def start_app(apps: list[ExporterApp], settings: Settings) -> ExporterApp:
-    app = ExporterApp(settings)
+async def start_app(apps: list[ExporterApp], settings: Settings, **seams: Any) -> ExporterApp:
+    app = ExporterApp(settings, **seams)
     await app.start()
     apps.append(app)
     return app
@@ -171,8 +172,7 @@ class _BrokenRenderer(Renderer):
 async def test_an_unexpected_failure_is_counted_and_collection_goes_on(
     nats_server: NatsServerProcess, running_app
 ):
-    app = await start_app(running_app, fast_settings(nats_server.url))
-    app._renderer = _BrokenRenderer()
+    app = await start_app(running_app, fast_settings(nats_server.url), renderer=_BrokenRenderer())
 
     async def recovered() -> bool:
         _, samples = await scrape(app.port)
