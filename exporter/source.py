@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -134,8 +134,16 @@ class _LagResults:
 class JetStreamSource:
     """Reads one account's JetStream state into a Snapshot. One object per connection."""
 
-    def __init__(self, nc: Client, settings: Settings, denied: DeniedSubjects | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        settings: Settings,
+        denied: DeniedSubjects | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._nc = nc
+        self._clock = clock  # wall time a cycle's data is dated with (lag is measured against it)
         self._settings = settings
         self._request_timeout = settings.collection.deadline_seconds * REQUEST_TIMEOUT_SHARE
         self._api = JetStreamApi(
@@ -169,7 +177,7 @@ class JetStreamSource:
         except BaseExceptionGroup as exc_group:
             raise _first_collection_error(exc_group) from None
         dead_letters, dead_letters_error = dead_letters_task.result()
-        collected_at = time.time()
+        collected_at = self._clock()
 
         consumers = [_with_lag(consumer, lags, collected_at) for consumer in inventory.consumers]
         consumers.extend(inventory.carried_consumers)
