@@ -61,6 +61,13 @@ class DeniedSubjects:
     def __contains__(self, subject: object) -> bool:
         return isinstance(subject, str) and subject.lower() in self._subjects
 
+    def __bool__(self) -> bool:
+        return bool(self._subjects)
+
+    def forget(self, subject: str) -> None:
+        """A reply came: the subject is allowed now (permissions reload without reconnecting)."""
+        self._subjects.discard(subject.lower())
+
 
 class JetStreamUnavailableError(JetStreamRequestError):
     """Nobody answers the subject: JetStream is not enabled on the server, or the domain is wrong."""
@@ -145,6 +152,8 @@ class JetStreamApi:
             raise self._timeout_error(subject) from None
         except nats.errors.Error as exc:
             raise JetStreamRequestError(subject, _describe(exc)) from None
+        if self._denied:
+            self._denied.forget(subject)
         return msg
 
     def _timeout_error(self, subject: str) -> JetStreamRequestError:
