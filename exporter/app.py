@@ -1,9 +1,9 @@
 """Lifecycle: the collection loop, the HTTP server, signals and shutdown.
 
-One connection (kept by ``supervisor``), one collection loop. Each cycle fetches a snapshot under a deadline, renders it once in a
-worker thread and swaps the cached exposition; scrapes only read the cache. NATS outages never stop the
-HTTP server: they show as ``nats_up 0`` and a counted stage, and the last good data is served for a
-bounded time (``collection.stale_data_ttl``) before it is dropped.
+One connection (kept by ``supervisor``), one collection loop. Each cycle fetches a snapshot under a
+deadline, renders it once in a worker thread and swaps the cached exposition; scrapes only read the
+cache. NATS outages never stop the HTTP server: they show as ``nats_up 0`` and a counted stage, and the
+last good data is served for a bounded time (``collection.stale_data_ttl``) before it is dropped.
 """
 
 from __future__ import annotations

@@ -160,8 +160,7 @@ class JetStreamSource:
     async def fetch_snapshot(
         self, previous: Snapshot | None, timings: StageTimings | None = None
     ) -> Snapshot:
-        """One collection cycle, each stage timed. Raises CollectionError; lag and dead-letter failures are
-        partial."""
+        """One cycle, each stage timed. Raises CollectionError; lag and dlq failures are partial."""
         timings = timings if timings is not None else StageTimings(time.monotonic)
         server = self._server_info()
         with timings.measure(Stage.ACCOUNT):
