@@ -139,13 +139,13 @@ CYCLE: Scope[Snapshot] = Scope(
 SERVER: Scope[ServerInfo] = Scope(
     _SERVER,
     (),
-    lambda src: () if src.snapshot is None or src.snapshot.server is None else (src.snapshot.server,),
+    lambda src: () if src.snapshot is None else src.snapshot.servers,
     lambda _s: (),
 )
 ACCOUNT: Scope[AccountState] = Scope(
     _SERVER,
     ("account",),
-    lambda src: () if src.snapshot is None or src.snapshot.account is None else (src.snapshot.account,),
+    lambda src: () if src.snapshot is None else src.snapshot.accounts,
     lambda a: (a.account,),
 )
 STREAM: Scope[StreamState] = Scope(

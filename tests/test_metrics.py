@@ -282,17 +282,19 @@ def golden_snapshot() -> Snapshot:
     )
     return Snapshot(
         collected_at=T0,
-        server=ServerInfo(server_name="nats-a", version="2.15.1", cluster="", domain="hub"),
-        account=AccountState(
-            account="$G",
-            memory_bytes=0,
-            storage_bytes=3_000_013_245,
-            max_memory_bytes=None,
-            max_storage_bytes=10 << 30,
-            streams=4,
-            consumers=3,
-            api_requests=1234,
-            api_errors=2,
+        servers=(ServerInfo(server_name="nats-a", version="2.15.1", cluster="", domain="hub"),),
+        accounts=(
+            AccountState(
+                account="$G",
+                memory_bytes=0,
+                storage_bytes=3_000_013_245,
+                max_memory_bytes=None,
+                max_storage_bytes=10 << 30,
+                streams=4,
+                consumers=3,
+                api_requests=1234,
+                api_errors=2,
+            ),
         ),
         streams=(chat, pipeline, empty, dlq),
         consumers=(chat_handler, idle, paused),
@@ -452,7 +454,7 @@ def test_volatile_identity_only_on_info_series() -> None:
 def test_account_and_health_values_read_back_equal_the_snapshot() -> None:
     snapshot, health = golden_snapshot(), golden_health()
     series = samples_by_series(render(snapshot, health))
-    account = snapshot.account
+    (account,) = snapshot.accounts
     assert account is not None
     a = {"account": "$G"}
     assert value(series, "nats_account_jetstream_memory_bytes", **a) == account.memory_bytes
@@ -660,7 +662,9 @@ def odd_snapshot() -> Snapshot:
     weird = 'we"ird\\name\nwith ünïcode'
     return dataclasses.replace(
         base,
-        server=ServerInfo(server_name='a "quoted" server', version="2.15.1", cluster="c\\1", domain="d\ne"),
+        servers=(
+            ServerInfo(server_name='a "quoted" server', version="2.15.1", cluster="c\\1", domain="d\ne"),
+        ),
         streams=(
             *base.streams,
             stream(
