@@ -72,6 +72,9 @@ class CollectionSettings:
     # After a failed cycle the last good data is served (with nats_up 0) for this long, then dropped.
     stale_data_ttl_seconds: float = 300.0
     lag_lookups_per_cycle: int = 1000  # cap on message look-ups for nats_consumer_lag_seconds
+    request_timeout_seconds: float = 5.0
+    scope: str = "auto"
+    expected_servers: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,11 @@ class FilterSettings:
     stream_exclude: re.Pattern[str] | None = None
     consumer_include: re.Pattern[str] | None = None
     consumer_exclude: re.Pattern[str] | None = None
+    account_include: re.Pattern[str] | None = None
+    account_exclude: re.Pattern[str] | None = None
+
+    def account_selected(self, name: str) -> bool:
+        return _selected(name, self.account_include, self.account_exclude)
 
     def stream_selected(self, name: str) -> bool:
         return _selected(name, self.stream_include, self.stream_exclude)
