@@ -2,8 +2,9 @@
 
 A system-account user asks all servers at once (``$SYS.REQ.SERVER.PING.JSZ``) for their JetStream report
 with accounts, streams, consumers and configuration; every server answers for what it hosts. Replies are
-gathered until ``collection.expected_servers`` have answered, or, when that is not set, until no reply has
-come for a short quiet gap, always within the request timeout. Reports page over accounts (sorted by name on
+gathered until ``collection.expected_servers`` have answered (when not set: as many as the meta group has
+members, once a reply said so), or until no reply has come for a short quiet gap, always within the request
+timeout. Reports page over accounts (sorted by name on
 the server): pages are asked until every server's account list is read. The cost is one request per page
 and one reply per server and page, whatever the number of streams.
 
@@ -121,6 +122,7 @@ class ClusterSource:
         self._accounts_per_page = accounts_per_page
         self._timeout = settings.collection.request_timeout_seconds
         self._expected = settings.collection.expected_servers
+        self._cluster_size: int | None = None  # learnt from the replies, when not configured
         self._failing = False
         # When each stream and consumer was last reported by its leader: what is carried over is kept for
         # at most collection.stale_data_ttl, as the whole snapshot is after failed cycles.
@@ -163,6 +165,7 @@ class ClusterSource:
                     continue
                 gathered.reports.setdefault(outcome.server.server_name, []).append(outcome)
                 total = max(total, outcome.total_accounts)
+                self._cluster_size = outcome.cluster_size or self._cluster_size
             offset += self._accounts_per_page
             if offset >= total:
                 return gathered
@@ -189,7 +192,8 @@ class ClusterSource:
                 headers={"Accept-Encoding": "gzip"},
             )
             deadline = time.monotonic() + self._timeout
-            while self._expected is None or len(replies) < self._expected:
+            expected = self._expected or self._cluster_size
+            while expected is None or len(replies) < expected:
                 remaining = deadline - time.monotonic()
                 wait = remaining if not replies else min(remaining, QUIET_GAP_SECONDS)
                 if wait <= 0:

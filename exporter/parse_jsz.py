@@ -41,6 +41,7 @@ class ServerReport:
     meta_cluster: MetaClusterState | None  # only from the meta leader's reply; None elsewhere
     accounts: tuple[AccountReport, ...]
     total_accounts: int  # accounts with JetStream on this server: the paging total
+    cluster_size: int | None  # JetStream servers in the meta group, as this server knows it
 
 
 class JszReplyError(ValueError):
@@ -72,6 +73,7 @@ def parse_jsz_reply(reply: Mapping[str, Any]) -> ServerReport:
         meta_cluster=_meta_cluster(name, data.get("meta_cluster")),
         accounts=tuple(_account(entry) for entry in data.get("account_details") or ()),
         total_accounts=int(data.get("total", 0)),
+        cluster_size=int((data.get("meta_cluster") or {}).get("cluster_size", 0)) or None,
     )
 
 

@@ -192,3 +192,4 @@ class ExporterHealth:
     advisory_counts: Mapping[ConsumerKey, AdvisoryCounts] = field(default_factory=dict)
     malformed_advisories: int = 0
     collection_interval_seconds: float = 15.0  # configured interval, for "duration against interval"
+    servers_expected: int | None = None  # cluster scope: collection.expected_servers, when configured

@@ -41,7 +41,10 @@ from exporter.snapshot import (
     ConsumerState,
     DeadLetterState,
     ExporterHealth,
+    MetaClusterState,
+    MetaPeer,
     ServerInfo,
+    ServerJetStreamState,
     Snapshot,
     StreamState,
 )
@@ -66,6 +69,27 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_account_jetstream_consumers": ("gauge", ("account",)),
     "nats_account_jetstream_api_requests_total": ("counter", ("account",)),
     "nats_account_jetstream_api_errors_total": ("counter", ("account",)),
+    **{
+        f"nats_server_jetstream_{name}": ("gauge", ("server",))
+        for name in (
+            "storage_bytes",
+            "memory_bytes",
+            "max_storage_bytes",
+            "max_memory_bytes",
+            "reserved_storage_bytes",
+            "reserved_memory_bytes",
+            "streams",
+            "consumers",
+        )
+    },
+    "nats_server_jetstream_api_requests_total": ("counter", ("server",)),
+    "nats_server_jetstream_api_errors_total": ("counter", ("server",)),
+    "nats_jetstream_meta_cluster_info": ("gauge", ("cluster", "leader")),
+    "nats_jetstream_meta_cluster_size": ("gauge", ()),
+    "nats_jetstream_meta_replica_current": ("gauge", ("server",)),
+    "nats_jetstream_meta_replica_lag_operations": ("gauge", ("server",)),
+    "nats_exporter_servers_responded": ("gauge", ()),
+    "nats_exporter_servers_expected": ("gauge", ()),
     "nats_stream_messages_total": ("counter", ("account", "stream")),
     **{
         f"nats_stream_{name}": ("gauge", ("account", "stream"))
@@ -142,6 +166,7 @@ HEALTH_FAMILIES = {
     "nats_exporter_collection_interval_seconds",
     "nats_exporter_collection_errors_total",
     "nats_exporter_malformed_advisories_total",
+    "nats_exporter_servers_expected",
 }
 
 
@@ -309,6 +334,32 @@ def golden_snapshot() -> Snapshot:
             ),
         ),
         lag_lookups_skipped=1,
+        jetstream_servers=(
+            ServerJetStreamState(
+                server="nats-a",
+                memory_bytes=1024,
+                storage_bytes=3_000_013_245,
+                reserved_memory_bytes=0,
+                reserved_storage_bytes=10 << 30,
+                max_memory_bytes=256 << 20,
+                max_storage_bytes=64 << 30,
+                streams=4,
+                consumers=3,
+                api_requests=5678,
+                api_errors=3,
+            ),
+        ),
+        meta_cluster=MetaClusterState(
+            cluster="c",
+            leader="nats-a",
+            size=3,
+            peers=(
+                MetaPeer(server="nats-a", current=True, lag_operations=0),
+                MetaPeer(server="nats-b", current=True, lag_operations=0),
+                MetaPeer(server="nats-c", current=False, lag_operations=12),
+            ),
+        ),
+        servers_responded=1,
     )
 
 
@@ -326,6 +377,7 @@ def golden_health() -> ExporterHealth:
         },
         malformed_advisories=1,
         collection_interval_seconds=15.0,
+        servers_expected=3,
     )
 
 
@@ -419,9 +471,14 @@ def test_volatile_identity_only_on_info_series() -> None:
     text = render(golden_snapshot(), golden_health())
     for name, labels in samples_by_series(text):
         if not name.endswith("_info"):
-            assert {label for label, _ in labels} <= {"account", "stream", "consumer", "subject", "stage"}, (
-                name
-            )
+            assert {label for label, _ in labels} <= {
+                "account",
+                "stream",
+                "consumer",
+                "subject",
+                "stage",
+                "server",
+            }, name
     elected = golden_snapshot()
     elected = dataclasses.replace(
         elected,
