@@ -183,30 +183,25 @@ class ClusterSource:
         }
         inbox = self._nc.new_inbox()
         subscription = await self._nc.subscribe(inbox)
-        replies: list[Msg] = []
+        outcomes: list[ServerReport | str] = []
         try:
             await self._nc.publish(
-                JSZ_SUBJECT,
-                json.dumps(request).encode(),
-                reply=inbox,
-                headers={"Accept-Encoding": "gzip"},
+                JSZ_SUBJECT, json.dumps(request).encode(), reply=inbox, headers={"Accept-Encoding": "gzip"}
             )
             deadline = time.monotonic() + self._timeout
             expected = self._expected or self._cluster_size
-            while expected is None or len(replies) < expected:
-                remaining = deadline - time.monotonic()
-                wait = remaining if not replies else min(remaining, QUIET_GAP_SECONDS)
-                if wait <= 0:
-                    break
-                try:
-                    replies.append(await subscription.next_msg(timeout=wait))
-                except nats.errors.TimeoutError:
-                    break
+            while True:
+                # An unusable reply (not a server's report) must not take the place of a server's.
+                usable = sum(isinstance(outcome, ServerReport) for outcome in outcomes)
+                wanted = None if expected is None else expected - usable
+                replies = await _receive(subscription, deadline, wanted, waited=bool(outcomes))
+                outcomes.extend(await asyncio.gather(*(asyncio.to_thread(_decode, r) for r in replies)))
+                if not replies or wanted is None:
+                    return outcomes
         except nats.errors.Error as exc:
             raise CollectionError(STAGE, f"{JSZ_SUBJECT}: {exc or type(exc).__name__}") from None
         finally:
             await _quietly_unsubscribe(subscription)
-        return list(await asyncio.gather(*(asyncio.to_thread(_decode, reply) for reply in replies)))
 
     # --- selection --------------------------------------------------------------------------------
 
@@ -277,6 +272,21 @@ def _count(keys: Iterable[str]) -> dict[str, int]:
     for key in keys:
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+async def _receive(subscription: Any, deadline: float, wanted: int | None, *, waited: bool) -> list[Msg]:
+    """Replies until ``wanted`` arrived (None: any number), a quiet gap passed after one, or the deadline."""
+    replies: list[Msg] = []
+    while wanted is None or len(replies) < wanted:
+        remaining = deadline - time.monotonic()
+        wait = remaining if not (replies or waited) else min(remaining, QUIET_GAP_SECONDS)
+        if wait <= 0:
+            break
+        try:
+            replies.append(await subscription.next_msg(timeout=wait))
+        except nats.errors.TimeoutError:
+            break
+    return replies
 
 
 def _decode(msg: Msg) -> ServerReport | str:

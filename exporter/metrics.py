@@ -152,6 +152,8 @@ ACCOUNT: Scope[AccountState] = Scope(
     lambda src: () if src.snapshot is None else src.snapshot.accounts,
     lambda a: (a.account,),
 )
+
+
 def _optional(entity: _E | None) -> tuple[_E, ...]:
     return () if entity is None else (entity,)
 
