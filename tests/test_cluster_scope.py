@@ -18,6 +18,7 @@ from nats.js.api import ConsumerConfig, StreamConfig
 
 from exporter.cluster_source import JSZ_SUBJECT, ClusterSource
 from exporter.natsserver import NatsServerProcess, free_port
+from exporter.scope import ScopeError, choose_scope
 from exporter.settings import CollectionSettings, Settings
 from exporter.snapshot import Snapshot
 from exporter.source import CollectionError
@@ -103,7 +104,7 @@ async def system_connection(cluster: list[NatsServerProcess]) -> AsyncIterator[C
 
 
 def cluster_settings(**collection: Any) -> Settings:
-    return Settings(collection=replace(CollectionSettings(), scope="cluster", **collection))
+    return Settings(collection=replace(CollectionSettings(), **{"scope": "cluster", **collection}))
 
 
 def leader_jsz(server: NatsServerProcess, account: str) -> dict[str, Any]:
@@ -245,3 +246,34 @@ async def _wait_for_snapshot(source: ClusterSource, previous: Snapshot, conditio
             if condition(previous):
                 return previous
             await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("user", "configured", "chosen"),
+    [
+        ("sys", "auto", "cluster"),
+        ("a", "auto", "account"),
+        ("sys", "cluster", "cluster"),
+        ("a", "account", "account"),
+    ],
+)
+async def test_scope_follows_the_users_account(
+    cluster: list[NatsServerProcess], user: str, configured: str, chosen: str
+) -> None:
+    nc = await nats.connect(cluster[0].url, user=user, password=user)
+    try:
+        assert await choose_scope(nc, cluster_settings(scope=configured)) == chosen
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize(("user", "configured"), [("sys", "account"), ("a", "cluster")])
+async def test_a_scope_that_cannot_work_is_refused_with_what_to_change(
+    cluster: list[NatsServerProcess], user: str, configured: str
+) -> None:
+    nc = await nats.connect(cluster[0].url, user=user, password=user)
+    try:
+        with pytest.raises(ScopeError, match=f"collection.scope is {configured}, but"):
+            await choose_scope(nc, cluster_settings(scope=configured))
+    finally:
+        await nc.close()
