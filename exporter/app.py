@@ -253,7 +253,7 @@ class ExporterApp:
         self._up = True
         self._last_success = self._clock()
         if self._advisories is None:
-            account = snapshot.account.account if snapshot.account is not None else "$G"
+            account = snapshot.accounts[0].account if snapshot.accounts else "$G"
             self._advisories = AdvisoryCounter(account)
         self._advisories.retain((c.account, c.stream, c.name) for c in snapshot.consumers)
         # Every cycle: a no-op while subscribed, a retry after a failed subscription.

@@ -95,14 +95,14 @@ class FilterSettings:
     account_exclude: NamePattern | None = None
     ephemeral: str = "aggregate"  # include | aggregate | exclude: what to do with ephemeral consumers
 
+    def account_selected(self, name: str) -> bool:
+        return _selected(name, self.account_include, self.account_exclude)
+
     def stream_selected(self, name: str) -> bool:
         return _selected(name, self.stream_include, self.stream_exclude)
 
     def consumer_selected(self, name: str) -> bool:
         return _selected(name, self.consumer_include, self.consumer_exclude)
-
-    def account_selected(self, name: str) -> bool:
-        return _selected(name, self.account_include, self.account_exclude)
 
 
 def _selected(name: str, include: NamePattern | None, exclude: NamePattern | None) -> bool:

@@ -185,8 +185,8 @@ class JetStreamSource:
         self._log_partial_state_changes(partial)
         return Snapshot(
             collected_at=collected_at,
-            server=server,
-            account=account_state,
+            servers=() if server is None else (server,),
+            accounts=(account_state,),
             streams=tuple(inventory.streams[name] for name in sorted(inventory.streams)),
             consumers=tuple(consumers),
             dead_letters=dead_letters,

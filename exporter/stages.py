@@ -22,6 +22,7 @@ class Stage(StrEnum):
     CONSUMERS = "consumers"
     DLQ = "dlq"
     LAG = "lag"
+    SERVERS = "servers"
     ADVISORIES = "advisories"
     TIMEOUT = "timeout"
     COLLECT = "collect"
@@ -39,6 +40,8 @@ _MEANINGS: Mapping[Stage, str] = {
     Stage.CONSUMERS: "listing a stream's consumers failed or timed out",
     Stage.DLQ: "a dead-letter stream could not be read (partial: the rest of the data is kept)",
     Stage.LAG: "an oldest-unacknowledged-message look-up failed (partial: the rest of the data is kept)",
+    Stage.SERVERS: "cluster scope: no server's JetStream report ($SYS.REQ.SERVER.PING.JSZ) arrived, or one "
+    "was unusable (partial: the other servers' data is kept)",
     Stage.ADVISORIES: "the advisory subscription failed, so delivery-failure counters pause",
     Stage.TIMEOUT: "the whole cycle overran its deadline",
     Stage.COLLECT: "an unexpected error in the exporter (a bug: the log has the traceback)",
@@ -46,7 +49,7 @@ _MEANINGS: Mapping[Stage, str] = {
 
 # The stages that request JetStream and are timed; stages that overlap (consumer listings start while
 # stream pages arrive, dead letters are read alongside) each report their own wall time.
-TIMED_STAGES = (Stage.ACCOUNT, Stage.STREAMS, Stage.CONSUMERS, Stage.DLQ, Stage.LAG)
+TIMED_STAGES = (Stage.ACCOUNT, Stage.STREAMS, Stage.CONSUMERS, Stage.DLQ, Stage.LAG, Stage.SERVERS)
 
 
 def describe_stages(stages: tuple[Stage, ...] = tuple(Stage)) -> str:
