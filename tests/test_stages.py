@@ -22,7 +22,8 @@ class SteppingTimer:
 
 def test_every_stage_has_a_meaning_and_a_label() -> None:
     assert [str(stage) for stage in Stage] == [
-        "connect", "account", "streams", "consumers", "dlq", "lag", "servers", "advisories", "timeout", "collect",
+        "connect", "account", "streams", "consumers", "dlq", "lag", "servers", "advisories", "timeout",
+        "collect",
     ]  # fmt: skip
     assert all(stage.meaning for stage in Stage)
     assert describe_stages((Stage.CONNECT,)) == "connect (NATS unreachable or authentication refused)"
@@ -37,7 +38,9 @@ def test_a_stage_entered_several_times_spans_from_first_start_to_last_end() -> N
     with timings.measure(Stage.STREAMS):  # 4 and 5
         pass
     durations = timings.durations()
-    assert durations == {"account": 1.0, "streams": 5.0, "consumers": 0.0, "dlq": 0.0, "lag": 0.0, "servers": 0.0}
+    assert durations == {
+        "account": 1.0, "streams": 5.0, "consumers": 0.0, "dlq": 0.0, "lag": 0.0, "servers": 0.0,
+    }  # fmt: skip
     assert list(durations) == [str(stage) for stage in TIMED_STAGES]
 
 
