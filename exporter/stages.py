@@ -34,7 +34,8 @@ class Stage(StrEnum):
 
 
 _MEANINGS: Mapping[Stage, str] = {
-    Stage.CONNECT: "NATS unreachable or authentication refused",
+    Stage.CONNECT: "NATS unreachable, authentication refused, or the user cannot collect the configured "
+    "scope",
     Stage.ACCOUNT: "the account's JetStream info ($JS.API.INFO) failed or timed out",
     Stage.STREAMS: "listing streams failed or timed out",
     Stage.CONSUMERS: "listing a stream's consumers failed or timed out",
