@@ -24,9 +24,11 @@ import yaml
 
 from exporter.durations import format_duration, parse_duration
 from exporter.errors import ConfigError
+from exporter.monitoring import label_collisions
 from exporter.settings import (
     CollectionSettings,
     FilterSettings,
+    LabelSettings,
     LogSettings,
     NatsAuth,
     NatsSettings,
@@ -70,6 +72,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "dead_letter_streams",
     "log.level",
     "log.format",
+    "labels.from_metadata",
 )
 
 # Environment variable (after the prefix) -> key. Lists are comma-separated; regexes are not split.
@@ -100,6 +103,7 @@ ENV_KEYS: Mapping[str, str] = {
     "DEAD_LETTER_STREAMS": "dead_letter_streams",
     "LOG_LEVEL": "log.level",
     "LOG_FORMAT": "log.format",
+    "LABELS_FROM_METADATA": "labels.from_metadata",
 }
 
 # argparse dest -> (flag as the user types it, key). The parser itself lives in cli.py.
@@ -301,6 +305,13 @@ def _text_list(value: _Value) -> tuple[str, ...]:
     if not texts:
         raise _InvalidValueError("must not be empty")
     return tuple(dict.fromkeys(texts))
+
+
+def _metadata_keys(value: _Value) -> tuple[str, ...]:
+    keys = _text_list(value)
+    for name, clashing in label_collisions(keys).items():
+        raise _InvalidValueError(f"keys {', '.join(map(repr, clashing))} would all become the label {name}")
+    return keys
 
 
 def _as_list(raw: object, expected: str) -> list[object]:
@@ -538,6 +549,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
             level=layers.get("log.level", _choice(LOG_LEVELS), LogSettings().level),
             format=layers.get("log.format", _choice(LOG_FORMATS), LogSettings().format),
         ),
+        labels=LabelSettings(from_metadata=layers.get("labels.from_metadata", _metadata_keys, ())),
     )
     _check_tls_material(settings.nats.tls, layers)
     return settings

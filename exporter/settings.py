@@ -103,6 +103,13 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelSettings:
+    # Stream and consumer metadata keys exported as labels of nats_stream_info and nats_consumer_info
+    # (named metadata_<key>, see exporter.monitoring.metadata_label_name).
+    from_metadata: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     nats: NatsSettings = field(default_factory=NatsSettings)
     web: WebSettings = field(default_factory=WebSettings)
@@ -110,6 +117,7 @@ class Settings:
     filters: FilterSettings = field(default_factory=FilterSettings)
     dead_letter_streams: tuple[str, ...] = ()
     log: LogSettings = field(default_factory=LogSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
 
 
 # Stream and consumer names become subject tokens of the JetStream API and file names in the store.
