@@ -572,3 +572,18 @@ def test_the_example_configuration_passes_check_config(capsys):
 )
 def test_stream_names_are_checked_as_nats_checks_them(name, problem):
     assert validate_stream_name(name) == problem
+
+
+def test_labels_from_metadata_from_file_and_environment(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("labels:\n  from_metadata: [team, app.kubernetes.io/name]\n", encoding="utf-8")
+    assert load(["--config", str(config)]).labels.from_metadata == ("team", "app.kubernetes.io/name")
+    env = {f"{ENV_PREFIX}LABELS_FROM_METADATA": "team, owner"}
+    assert load(env=env).labels.from_metadata == ("team", "owner")
+    assert load().labels.from_metadata == ()
+
+
+def test_metadata_keys_that_would_become_one_label_are_refused():
+    env = {f"{ENV_PREFIX}LABELS_FROM_METADATA": "a.b,a-b"}
+    with pytest.raises(ConfigError, match="would all become the label metadata_a_b"):
+        load(env=env)
