@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from exporter.demo.platform import parse_platform
+from exporter.errors import ConfigError
 from exporter.monitoring import (
     consumer_monitoring,
     label_collisions,
@@ -176,3 +178,21 @@ def test_parse_reads_metadata_of_stream_and_consumer_info() -> None:
     assert consumer.thresholds == ()
     assert consumer.metadata_labels == ()
     assert consumer.metadata_problems == ("io.nats.monitor.waiting-critical='x': expected a whole number",)
+
+
+def test_the_platform_file_refuses_metadata_the_nats_tools_could_not_read() -> None:
+    text = """
+streams:
+  - name: COMPANIONS_CHAT
+    subjects: ["ai.chat.>"]
+    metadata:
+      io.nats.monitor.enabled: "true"
+      io.nats.monitor.seen-critical: soon
+"""
+    with pytest.raises(ConfigError, match=r"streams\[0\]\.metadata.*seen-critical='soon'"):
+        parse_platform(text, source="platform.yaml")
+    not_text = text.replace("soon", "[1, 2]")
+    with pytest.raises(ConfigError, match="expected a text or whole-number value"):
+        parse_platform(not_text, source="platform.yaml")
+    fine = parse_platform(text.replace("soon", "5m"), source="platform.yaml")
+    assert dict(fine.streams[0].metadata)["io.nats.monitor.seen-critical"] == "5m"
