@@ -96,9 +96,9 @@ class Family(Generic[_E]):
     info_labels: tuple[str, ...] = ()  # *_info families: labels carrying identity, value always 1
     info_values: Callable[[_E], tuple[str, ...]] | None = None
     note: str = ""  # for the reference: why a family beyond ../design/METRICS.md exists
-    # *_info of streams and consumers: also one label per key of labels.from_metadata (the snapshot names
-    # the keys, the entity carries the values as ``metadata_labels``)
-    metadata_labels: bool = False
+    # *_info of streams and consumers: the values of the labels.from_metadata keys, one label each (the
+    # snapshot names the keys)
+    metadata_values: Callable[[_E], tuple[str, ...]] | None = None
 
     @property
     def help(self) -> str:
@@ -118,16 +118,15 @@ class Family(Generic[_E]):
 
     def labels_in(self, sources: Sources) -> tuple[str, ...]:
         """The labels of this family's series in one render: ``labels`` plus any metadata labels."""
-        if not self.metadata_labels or sources.snapshot is None:
+        if self.metadata_values is None or sources.snapshot is None:
             return self.labels
         return self.labels + metadata_label_names(sources.snapshot.metadata_label_keys)
 
     def extra_label_values(self, entity: _E) -> tuple[str, ...]:
         """Info and metadata label values of one series, in the order of ``labels_in``."""
         values = self.info_label_values(entity)
-        if self.metadata_labels:
-            # Only stream and consumer scopes set metadata_labels; both entities carry the values.
-            values += getattr(entity, "metadata_labels")  # noqa: B009 (the scope's entity type is generic)
+        if self.metadata_values is not None:
+            values += self.metadata_values(entity)
         return values
 
 
@@ -449,7 +448,8 @@ FAMILIES: tuple[Family[Any], ...] = (
         "nats_stream_info", GAUGE, STREAM, "StreamConfig.storage, retention, num_replicas; cluster.leader",
         "Always 1; the labels describe the stream and name its current leader", _one,
         info_labels=("storage", "retention", "replicas", "leader"),
-        info_values=lambda s: (s.storage, s.retention, str(s.replicas), s.leader), metadata_labels=True,
+        info_values=lambda s: (s.storage, s.retention, str(s.replicas), s.leader),
+        metadata_values=lambda s: s.metadata_labels,
     ),
     # consumers
     Family(
@@ -526,7 +526,7 @@ FAMILIES: tuple[Family[Any], ...] = (
             _flag(c.durable), _flag(c.pull), c.ack_policy, c.deliver_policy, ",".join(c.filter_subjects),
             c.leader,
         ),
-        metadata_labels=True,
+        metadata_values=lambda c: c.metadata_labels,
     ),
     # delivery failures and dead letters
     Family(
