@@ -194,8 +194,9 @@ def threshold_panels() -> list[PanelBuilder]:
             "Streams against their own thresholds",
             "Streams whose io.nats.monitor metadata sets thresholds (nats_stream_threshold), next to the "
             "values the alerts compare: stored messages against the msgs floors, distinct subjects "
-            "against the subjects ceiling (warn < critical) or floor. Empty cells: the stream sets no "
-            "such threshold; a stream without io.nats.monitor.enabled=true has none. Set them with "
+            "against the subjects ceiling (warn < critical; floors are in the graph below). Empty "
+            "cells: the stream sets no such threshold; a stream without io.nats.monitor.enabled=true "
+            "has none. Set them with "
             "`nats stream edit STREAM --metadata io.nats.monitor.KEY=VALUE` (docs/alerts.md).",
             Column("Stored messages", stream_series("nats_stream_stored_messages"), COUNT),
             Column("Messages floor (warning)", stream_threshold("msgs", "warning"), COUNT),
@@ -203,7 +204,6 @@ def threshold_panels() -> list[PanelBuilder]:
             Column("Subjects", SUBJECTS, COUNT),
             Column("Subjects ceiling (warning)", stream_threshold("subjects_max", "warning"), COUNT),
             Column("Subjects ceiling (critical)", stream_threshold("subjects_max", "critical"), COUNT),
-            Column("Subjects floor (critical)", stream_threshold("subjects_min", "critical"), COUNT),
             label_columns=("account", "stream"),
             sort_by="Subjects",
         ),

@@ -178,7 +178,7 @@ async def test_the_platform_file_provisions_the_thresholds_the_demo_shows(nc: Cl
         )
     }
     checks = {dict(labels)["check"] for labels in labelled(found, "nats_stream_threshold")}
-    assert checks == {"subjects_max"}
+    assert checks == {"subjects_max", "msgs"}
     teams = {
         dict(labels)["stream"]: dict(labels)["metadata_team"]
         for labels in labelled(found, "nats_stream_info")
