@@ -37,6 +37,7 @@ from exporter.snapshot import (
     StreamState,
     Threshold,
 )
+from exporter.stages import TIMED_STAGES, Stage
 
 MetricType = Literal["gauge", "counter"]
 GAUGE: MetricType = "gauge"
@@ -151,6 +152,9 @@ BUILD: Scope[BuildInfo] = Scope(_EXPORTER, (), lambda src: (src.build,), lambda 
 HEALTH: Scope[ExporterHealth] = Scope(_EXPORTER, (), lambda src: (src.health,), lambda _h: ())
 STAGE: Scope[tuple[str, int]] = Scope(
     _EXPORTER, ("stage",), lambda src: src.health.collection_errors.items(), lambda item: (item[0],)
+)
+STAGE_TIME: Scope[tuple[str, float]] = Scope(
+    _EXPORTER, ("stage",), lambda src: src.health.stage_durations.items(), lambda item: (item[0],)
 )
 CYCLE: Scope[Snapshot] = Scope(
     _EXPORTER, (), lambda src: () if src.snapshot is None else (src.snapshot,), lambda _s: ()
@@ -323,9 +327,14 @@ FAMILIES: tuple[Family[Any], ...] = (
     ),
     Family(
         "nats_exporter_collection_errors_total", COUNTER, STAGE, "exporter",
-        "Failed collection steps since the exporter started, by stage: connect, account, streams, consumers, "
-        "lag, dlq, ...",
-        lambda item: item[1], absent_when="the stage has never failed",
+        "Failed collection steps since the exporter started, by stage, every stage from the start at 0: "
+        f"{', '.join(map(str, Stage))}", lambda item: item[1],
+    ),
+    Family(
+        "nats_exporter_stage_duration_seconds", GAUGE, STAGE_TIME, "exporter clock",
+        f"Wall time of each collection stage in the last cycle, in seconds, by stage: "
+        f"{', '.join(map(str, TIMED_STAGES))}", lambda item: item[1],
+        absent_when="no cycle has finished yet",
     ),
     Family(
         "nats_exporter_lag_lookups_skipped", GAUGE, CYCLE, "setting collection.lag_lookups_per_cycle",

@@ -170,3 +170,4 @@ class ExporterHealth:
     advisory_counts: Mapping[ConsumerKey, AdvisoryCounts] = field(default_factory=dict)
     malformed_advisories: int = 0
     collection_interval_seconds: float = 15.0  # configured interval, for "duration against interval"
+    stage_durations: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds, last cycle

@@ -56,6 +56,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_up": ("gauge", ()),
     "nats_exporter_collection_duration_seconds": ("gauge", ()),
     "nats_exporter_collection_errors_total": ("counter", ("stage",)),
+    "nats_exporter_stage_duration_seconds": ("gauge", ("stage",)),
     "nats_exporter_last_success_timestamp_seconds": ("gauge", ()),
     "nats_exporter_build_info": ("gauge", ("version", "python_version", "nats_py_version")),
     "nats_server_info": ("gauge", ("server_name", "version", "cluster", "domain")),
@@ -144,6 +145,7 @@ HEALTH_FAMILIES = {
     "nats_exporter_last_success_timestamp_seconds",
     "nats_exporter_collection_interval_seconds",
     "nats_exporter_collection_errors_total",
+    "nats_exporter_stage_duration_seconds",
     "nats_exporter_malformed_advisories_total",
 }
 
@@ -334,6 +336,7 @@ def golden_health() -> ExporterHealth:
         },
         malformed_advisories=1,
         collection_interval_seconds=15.0,
+        stage_durations={"account": 0.0625, "streams": 0.125, "consumers": 0.25, "dlq": 0.0, "lag": 0.1875},
     )
 
 
