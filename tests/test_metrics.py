@@ -47,6 +47,7 @@ from exporter.snapshot import (
     ServerJetStreamState,
     Snapshot,
     StreamState,
+    Threshold,
 )
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -153,6 +154,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "nats_dlq_messages": ("gauge", ("account", "stream", "subject")),
     "nats_dlq_oldest_message_timestamp_seconds": ("gauge", ("account", "stream")),
+    "nats_stream_threshold": ("gauge", ("account", "stream", "check", "severity")),
+    "nats_consumer_threshold": ("gauge", ("account", "stream", "consumer", "check", "severity")),
     # beyond METRICS.md (issue 3)
     "nats_dlq_stream_present": ("gauge", ("account", "stream")),
     "nats_exporter_lag_lookups_skipped": ("gauge", ()),
@@ -195,6 +198,7 @@ def stream(name: str, **changes: object) -> StreamState:
         num_deleted=0,
         consumer_count=0,
         leader="nats-a",
+        metadata_labels=("", ""),  # the golden snapshot's labels.from_metadata: team, owner
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -223,6 +227,7 @@ def consumer(stream_name: str, name: str, **changes: object) -> ConsumerState:
         ack_floor_stream_seq=0,
         ack_floor_last_active=None,
         leader="nats-a",
+        metadata_labels=("", ""),
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -245,6 +250,8 @@ def golden_snapshot() -> Snapshot:
         num_subjects=7,
         num_deleted=2,
         consumer_count=2,
+        thresholds=(Threshold("msgs", "critical", 1), Threshold("subjects_max", "warning", 500)),
+        metadata_labels=("companions", ""),
     )
     pipeline = stream(
         "AI_PIPELINE",
@@ -288,6 +295,8 @@ def golden_snapshot() -> Snapshot:
         ack_floor_stream_seq=38,
         ack_floor_last_active=T0 - 3.0,
         lag_seconds=42.5,
+        thresholds=(Threshold("outstanding_ack", "critical", 500), Threshold("last_ack", "critical", 300)),
+        metadata_labels=("companions", "chat-team"),
     )
     idle = consumer(
         "AI_PIPELINE",
@@ -362,6 +371,7 @@ def golden_snapshot() -> Snapshot:
             ),
         ),
         servers_responded=1,
+        metadata_label_keys=("team", "owner"),
     )
 
 
@@ -474,14 +484,9 @@ def test_volatile_identity_only_on_info_series() -> None:
     text = render(golden_snapshot(), golden_health())
     for name, labels in samples_by_series(text):
         if not name.endswith("_info"):
-            assert {label for label, _ in labels} <= {
-                "account",
-                "stream",
-                "consumer",
-                "subject",
-                "stage",
-                "server",
-            }, name
+            entity_labels = {"account", "stream", "consumer", "subject", "stage", "check", "severity"}
+            entity_labels.add("server")  # per-server and per-peer series
+            assert {label for label, _ in labels} <= entity_labels, name
     elected = golden_snapshot()
     elected = dataclasses.replace(
         elected,
@@ -503,6 +508,8 @@ def test_volatile_identity_only_on_info_series() -> None:
             retention="limits",
             replicas="1",
             leader="nats-c",
+            metadata_team="",
+            metadata_owner="",
         )
         == 1
     )
@@ -566,8 +573,13 @@ def test_stream_values_read_back_equal_the_snapshot() -> None:
             "retention": s.retention,
             "replicas": str(s.replicas),
             "leader": s.leader,
+            "metadata_team": s.metadata_labels[0],
+            "metadata_owner": s.metadata_labels[1],
         }
         assert value(series, "nats_stream_info", **info) == 1
+        for threshold in s.thresholds:
+            check = {"check": threshold.check, "severity": threshold.severity}
+            assert value(series, "nats_stream_threshold", **labels, **check) == threshold.value
 
 
 def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
@@ -606,8 +618,13 @@ def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
             "deliver_policy": c.deliver_policy,
             "filter_subjects": ",".join(c.filter_subjects),
             "leader": c.leader,
+            "metadata_team": c.metadata_labels[0],
+            "metadata_owner": c.metadata_labels[1],
         }
         assert value(series, "nats_consumer_info", **info) == 1
+        for threshold in c.thresholds:
+            check = {"check": threshold.check, "severity": threshold.severity}
+            assert value(series, "nats_consumer_threshold", **labels, **check) == threshold.value
     for d in snapshot.dead_letters:
         labels = {"account": d.account, "stream": d.stream}
         assert value(series, "nats_dlq_stream_present", **labels) == (1 if d.exists else 0)

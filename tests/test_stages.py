@@ -22,7 +22,8 @@ class SteppingTimer:
 
 def test_every_stage_has_a_meaning_and_a_label() -> None:
     assert [str(stage) for stage in Stage] == [
-        "connect", "account", "streams", "consumers", "dlq", "lag", "servers", "advisories", "timeout",
+        "connect", "account", "streams", "consumers", "dlq", "lag", "servers", "metadata", "advisories",
+        "timeout",
         "collect",
     ]  # fmt: skip
     assert all(stage.meaning for stage in Stage)
