@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from exporter.logs import StateLog
 from exporter.snapshot import AdvisoryCounts, ConsumerKey
 
 log = logging.getLogger("exporter.advisories")
@@ -76,33 +77,20 @@ def parse_advisory(kind: AdvisoryKind, data: bytes) -> tuple[str, str]:
     return stream, consumer
 
 
-class _RateLimitedLog:
-    """Logs the first malformed advisory of each kind, then at most one line per interval with a tally."""
-
-    def __init__(self, clock: Callable[[], float], interval: float) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._last_logged: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def malformed(self, kind: AdvisoryKind, subject: str, reason: str) -> None:
-        now = self._clock()
-        last = self._last_logged.get(kind.token)
-        if last is not None and now - last < self._interval:
-            self._suppressed[kind.token] = self._suppressed.get(kind.token, 0) + 1
-            return
-        suppressed = self._suppressed.pop(kind.token, 0)
-        self._last_logged[kind.token] = now
-        log.warning(
-            "ignoring a malformed %s advisory on %s: %s%s",
-            kind.token,
-            # The subject is the server's (or whoever published garbage on it); bounded for the log line.
-            subject[:200],
-            reason,
-            f" ({suppressed} more malformed {kind.token} advisories since the last report)"
-            if suppressed
-            else "",
-        )
+def _log_malformed(malformed_log: StateLog, kind: AdvisoryKind, subject: str, reason: str) -> None:
+    """The first malformed advisory of each kind, then at most one line per interval with a tally."""
+    held_back = malformed_log.suppressed(kind.token)
+    malformed_log.enter(
+        "malformed",
+        logging.WARNING,
+        "ignoring a malformed %s advisory on %s: %s%s",
+        kind.token,
+        # The subject is the server's (or whoever published garbage on it); bounded for the log line.
+        subject[:200],
+        reason,
+        f" ({held_back} more malformed {kind.token} advisories since the last report)" if held_back else "",
+        key=kind.token,
+    )
 
 
 class AdvisoryCounter:
@@ -122,7 +110,7 @@ class AdvisoryCounter:
         self._account = account
         self._counts: dict[ConsumerKey, AdvisoryCounts] = {}
         self._malformed = 0
-        self._log = _RateLimitedLog(clock, malformed_log_interval)
+        self._log = StateLog(log, repeat_after=malformed_log_interval, clock=clock)
         self._nc: Client | None = None
         self._subscriptions: list[Subscription] = []
         self._subscribing = asyncio.Lock()
@@ -187,7 +175,7 @@ class AdvisoryCounter:
             stream, consumer = parse_advisory(kind, data)
         except MalformedAdvisoryError as exc:
             self._malformed += 1
-            self._log.malformed(kind, subject, str(exc))
+            _log_malformed(self._log, kind, subject, str(exc))
             return
         key = (self._account, stream, consumer)
         current = self._counts.get(key, AdvisoryCounts())

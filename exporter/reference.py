@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from exporter.metrics import COUNTER, FAMILIES, Family
+from exporter.stages import TIMED_STAGES, Stage
 
 _INTRO = """\
 # Metric reference
@@ -36,6 +37,9 @@ contract of `../shared/design/METRICS.md`; the families beyond it are listed at 
   the `*_info` series, whose value is always 1, so a leader election does not start new series. Join them in
   when needed:
   `nats_consumer_ack_pending * on(account, stream, consumer) group_left(leader) nats_consumer_info`.
+  Stream and consumer metadata keys listed in `labels.from_metadata` add one label each to
+  `nats_stream_info` and `nats_consumer_info` only, named `metadata_<key>` (characters outside
+  `[a-zA-Z0-9_]` become `_`), empty when the object lacks the key.
 - **Absent series.** A limit the server reports as unlimited, a timestamp of something that has not happened
   yet (the first message, delivery, acknowledgement) and a lag that was not measured this cycle are left out,
   never exported as -1 or 0. The column "Absent when" says when. A stream or consumer deleted on the server
@@ -51,6 +55,18 @@ contract of `../shared/design/METRICS.md`; the families beyond it are listed at 
   `nats_consumer_max_deliveries_exceeded_total` when a message runs out of attempts, then the dead letter
   it became in `nats_dlq_messages`.
 """
+
+_STAGES = (
+    "\n## Collection stages\n\n"
+    "The `stage` label of `nats_exporter_collection_errors_total` (every stage has a series from the "
+    "start, at 0) and of `nats_exporter_stage_duration_seconds` (the timed stages: "
+    + ", ".join(f"`{stage}`" for stage in TIMED_STAGES)
+    + "). Stages overlap: consumer listings start while stream pages still arrive, and dead-letter streams "
+    "are read alongside, so each stage reports its own wall time, from its first request to its last reply, "
+    "and a stage the cycle did not reach or did not need reports 0.\n\n"
+    "| Stage | A failure means |\n|---|---|\n"
+    + "".join(f"| `{stage}` | {stage.meaning} |\n" for stage in Stage)
+)
 
 
 def _cell(text: str) -> str:
@@ -88,6 +104,7 @@ def render_reference() -> str:
     if extras:
         parts.append("\n## Families beyond the metric contract\n\n")
         parts.extend(f"- `{family.name}` ({family.type}): {family.note}\n" for family in extras)
+    parts.append(_STAGES)
     counters = sum(1 for family in FAMILIES if family.type == COUNTER)
     parts.append(f"\n{len(FAMILIES)} families: {counters} counters, {len(FAMILIES) - counters} gauges.\n")
     return "".join(parts)

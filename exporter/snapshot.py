@@ -22,6 +22,42 @@ class ServerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerJetStreamState:
+    """One server's JetStream usage, limits, reservations and API counters (JSZ, cluster scope)."""
+
+    server: str
+    memory_bytes: int
+    storage_bytes: int
+    reserved_memory_bytes: int
+    reserved_storage_bytes: int
+    max_memory_bytes: int | None  # None: unlimited
+    max_storage_bytes: int | None  # None: unlimited
+    streams: int  # stream replicas hosted on this server
+    consumers: int  # consumer replicas hosted on this server
+    api_requests: int  # api.total, a counter
+    api_errors: int  # api.errors, a counter
+
+
+@dataclass(frozen=True, slots=True)
+class MetaPeer:
+    """One peer of the JetStream meta group, as its leader sees it (the leader itself: current, lag 0)."""
+
+    server: str
+    current: bool
+    lag_operations: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetaClusterState:
+    """The JetStream meta group (the cluster-wide placement authority), from its leader's report."""
+
+    cluster: str
+    leader: str
+    size: int  # configured cluster size
+    peers: tuple[MetaPeer, ...]  # sorted by server, the leader included
+
+
+@dataclass(frozen=True, slots=True)
 class AccountState:
     """``$JS.API.INFO``: the account's JetStream usage and limits."""
 
@@ -34,6 +70,15 @@ class AccountState:
     consumers: int
     api_requests: int  # api.total, a counter
     api_errors: int  # api.errors, a counter
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """One ``io.nats.monitor.*`` threshold of a stream or consumer (see exporter.monitoring)."""
+
+    check: str  # what is compared: msgs, subjects_max, lag, ..., outstanding_ack, last_ack, ...
+    severity: str  # "warning" | "critical"
+    value: float  # a count, or seconds for durations
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +109,11 @@ class StreamState:
     consumer_count: int
     # cluster
     leader: str = ""
+    # metadata: io.nats.monitor.* thresholds, unreadable monitoring values (messages), and the values of the
+    # keys configured as labels (labels.from_metadata, in that order; "" when absent)
+    thresholds: tuple[Threshold, ...] = ()
+    metadata_problems: tuple[str, ...] = ()
+    metadata_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +148,10 @@ class ConsumerState:
     # Age of the oldest unacknowledged message at collection time; 0.0 when nothing is outstanding;
     # None when it was not measured this cycle (look-up cap reached, or the look-up failed).
     lag_seconds: float | None = None
+    # metadata, as for streams
+    thresholds: tuple[Threshold, ...] = ()
+    metadata_problems: tuple[str, ...] = ()
+    metadata_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +182,10 @@ class Snapshot:
     """Everything one successful collection cycle read from JetStream."""
 
     collected_at: float  # Unix seconds when the cycle finished
-    server: ServerInfo | None
-    account: AccountState | None
+    # The connected server (account scope), or every server that answered (cluster scope).
+    servers: tuple[ServerInfo, ...]
+    # The exporter's account (account scope), or every selected account (cluster scope).
+    accounts: tuple[AccountState, ...]
     streams: tuple[StreamState, ...] = ()
     consumers: tuple[ConsumerState, ...] = ()
     dead_letters: tuple[DeadLetterState, ...] = ()
@@ -137,6 +193,12 @@ class Snapshot:
     # Stages that failed without failing the cycle (e.g. "lag", "dlq"): counted in
     # nats_exporter_collection_errors_total{stage} by the collection loop.
     partial_errors: tuple[str, ...] = ()
+    # Cluster scope only: per-server JetStream usage, the meta group, and how many servers answered.
+    jetstream_servers: tuple[ServerJetStreamState, ...] = ()
+    meta_cluster: MetaClusterState | None = None
+    servers_responded: int | None = None
+    # labels.from_metadata: the metadata keys whose values the streams and consumers carry as labels
+    metadata_label_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,3 +212,5 @@ class ExporterHealth:
     advisory_counts: Mapping[ConsumerKey, AdvisoryCounts] = field(default_factory=dict)
     malformed_advisories: int = 0
     collection_interval_seconds: float = 15.0  # configured interval, for "duration against interval"
+    stage_durations: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds, last cycle
+    servers_expected: int | None = None  # cluster scope: collection.expected_servers, when configured

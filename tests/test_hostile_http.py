@@ -21,8 +21,6 @@ import pytest
 from pki import client_context, make_pki
 
 from exporter.app import ExporterApp
-from exporter.cli import build_parser
-from exporter.config import settings_from_args
 from exporter.natsserver import free_port
 from exporter.server import Body, Exposition, ExpositionCache
 from exporter.serving import THREAD_NAME, WebServer
@@ -299,13 +297,3 @@ async def test_the_exporter_serves_and_stops_without_leaving_its_server_thread()
         await asyncio.wait_for(app.stop(), CLOSE_BOUND)
     assert not any(thread.name == THREAD_NAME for thread in threading.enumerate())
 
-
-def test_the_limits_are_read_from_the_environment_and_the_file(tmp_path):
-    config = tmp_path / "config.yaml"
-    config.write_text("web:\n  idle_timeout: 30s\n  max_connections: 7\n", encoding="utf-8")
-    args = build_parser().parse_args(["--config", str(config)])
-    web = settings_from_args(args, {"NATS_EXPORTER_WEB_READ_HEADER_TIMEOUT": "2s"}).web
-    assert (web.read_header_timeout_seconds, web.idle_timeout_seconds, web.max_connections) == (2, 30, 7)
-    defaults = settings_from_args(build_parser().parse_args([]), {}).web
-    assert (defaults.read_header_timeout_seconds, defaults.idle_timeout_seconds) == (10, 60)
-    assert defaults.max_connections == 100

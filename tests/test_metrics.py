@@ -41,9 +41,13 @@ from exporter.snapshot import (
     ConsumerState,
     DeadLetterState,
     ExporterHealth,
+    MetaClusterState,
+    MetaPeer,
     ServerInfo,
+    ServerJetStreamState,
     Snapshot,
     StreamState,
+    Threshold,
 )
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -55,6 +59,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_up": ("gauge", ()),
     "nats_exporter_collection_duration_seconds": ("gauge", ()),
     "nats_exporter_collection_errors_total": ("counter", ("stage",)),
+    "nats_exporter_stage_duration_seconds": ("gauge", ("stage",)),
     "nats_exporter_last_success_timestamp_seconds": ("gauge", ()),
     "nats_exporter_build_info": ("gauge", ("version", "python_version", "nats_py_version")),
     "nats_server_info": ("gauge", ("server_name", "version", "cluster", "domain")),
@@ -66,6 +71,27 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_account_jetstream_consumers": ("gauge", ("account",)),
     "nats_account_jetstream_api_requests_total": ("counter", ("account",)),
     "nats_account_jetstream_api_errors_total": ("counter", ("account",)),
+    **{
+        f"nats_server_jetstream_{name}": ("gauge", ("server",))
+        for name in (
+            "storage_bytes",
+            "memory_bytes",
+            "max_storage_bytes",
+            "max_memory_bytes",
+            "reserved_storage_bytes",
+            "reserved_memory_bytes",
+            "streams",
+            "consumers",
+        )
+    },
+    "nats_server_jetstream_api_requests_total": ("counter", ("server",)),
+    "nats_server_jetstream_api_errors_total": ("counter", ("server",)),
+    "nats_jetstream_meta_cluster_info": ("gauge", ("cluster", "leader")),
+    "nats_jetstream_meta_cluster_size": ("gauge", ()),
+    "nats_jetstream_meta_replica_current": ("gauge", ("server",)),
+    "nats_jetstream_meta_replica_lag_operations": ("gauge", ("server",)),
+    "nats_exporter_servers_responded": ("gauge", ()),
+    "nats_exporter_servers_expected": ("gauge", ()),
     "nats_stream_messages_total": ("counter", ("account", "stream")),
     **{
         f"nats_stream_{name}": ("gauge", ("account", "stream"))
@@ -128,6 +154,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "nats_dlq_messages": ("gauge", ("account", "stream", "subject")),
     "nats_dlq_oldest_message_timestamp_seconds": ("gauge", ("account", "stream")),
+    "nats_stream_threshold": ("gauge", ("account", "stream", "check", "severity")),
+    "nats_consumer_threshold": ("gauge", ("account", "stream", "consumer", "check", "severity")),
     # beyond METRICS.md (issue 3)
     "nats_dlq_stream_present": ("gauge", ("account", "stream")),
     "nats_exporter_lag_lookups_skipped": ("gauge", ()),
@@ -141,7 +169,9 @@ HEALTH_FAMILIES = {
     "nats_exporter_last_success_timestamp_seconds",
     "nats_exporter_collection_interval_seconds",
     "nats_exporter_collection_errors_total",
+    "nats_exporter_stage_duration_seconds",
     "nats_exporter_malformed_advisories_total",
+    "nats_exporter_servers_expected",
 }
 
 
@@ -168,6 +198,7 @@ def stream(name: str, **changes: object) -> StreamState:
         num_deleted=0,
         consumer_count=0,
         leader="nats-a",
+        metadata_labels=("", ""),  # the golden snapshot's labels.from_metadata: team, owner
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -196,6 +227,7 @@ def consumer(stream_name: str, name: str, **changes: object) -> ConsumerState:
         ack_floor_stream_seq=0,
         ack_floor_last_active=None,
         leader="nats-a",
+        metadata_labels=("", ""),
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -218,6 +250,8 @@ def golden_snapshot() -> Snapshot:
         num_subjects=7,
         num_deleted=2,
         consumer_count=2,
+        thresholds=(Threshold("msgs", "critical", 1), Threshold("subjects_max", "warning", 500)),
+        metadata_labels=("companions", ""),
     )
     pipeline = stream(
         "AI_PIPELINE",
@@ -261,6 +295,8 @@ def golden_snapshot() -> Snapshot:
         ack_floor_stream_seq=38,
         ack_floor_last_active=T0 - 3.0,
         lag_seconds=42.5,
+        thresholds=(Threshold("outstanding_ack", "critical", 500), Threshold("last_ack", "critical", 300)),
+        metadata_labels=("companions", "chat-team"),
     )
     idle = consumer(
         "AI_PIPELINE",
@@ -282,17 +318,19 @@ def golden_snapshot() -> Snapshot:
     )
     return Snapshot(
         collected_at=T0,
-        server=ServerInfo(server_name="nats-a", version="2.15.1", cluster="", domain="hub"),
-        account=AccountState(
-            account="$G",
-            memory_bytes=0,
-            storage_bytes=3_000_013_245,
-            max_memory_bytes=None,
-            max_storage_bytes=10 << 30,
-            streams=4,
-            consumers=3,
-            api_requests=1234,
-            api_errors=2,
+        servers=(ServerInfo(server_name="nats-a", version="2.15.1", cluster="", domain="hub"),),
+        accounts=(
+            AccountState(
+                account="$G",
+                memory_bytes=0,
+                storage_bytes=3_000_013_245,
+                max_memory_bytes=None,
+                max_storage_bytes=10 << 30,
+                streams=4,
+                consumers=3,
+                api_requests=1234,
+                api_errors=2,
+            ),
         ),
         streams=(chat, pipeline, empty, dlq),
         consumers=(chat_handler, idle, paused),
@@ -307,6 +345,33 @@ def golden_snapshot() -> Snapshot:
             ),
         ),
         lag_lookups_skipped=1,
+        jetstream_servers=(
+            ServerJetStreamState(
+                server="nats-a",
+                memory_bytes=1024,
+                storage_bytes=3_000_013_245,
+                reserved_memory_bytes=0,
+                reserved_storage_bytes=10 << 30,
+                max_memory_bytes=256 << 20,
+                max_storage_bytes=64 << 30,
+                streams=4,
+                consumers=3,
+                api_requests=5678,
+                api_errors=3,
+            ),
+        ),
+        meta_cluster=MetaClusterState(
+            cluster="c",
+            leader="nats-a",
+            size=3,
+            peers=(
+                MetaPeer(server="nats-a", current=True, lag_operations=0),
+                MetaPeer(server="nats-b", current=True, lag_operations=0),
+                MetaPeer(server="nats-c", current=False, lag_operations=12),
+            ),
+        ),
+        servers_responded=1,
+        metadata_label_keys=("team", "owner"),
     )
 
 
@@ -324,6 +389,8 @@ def golden_health() -> ExporterHealth:
         },
         malformed_advisories=1,
         collection_interval_seconds=15.0,
+        stage_durations={"account": 0.0625, "streams": 0.125, "consumers": 0.25, "dlq": 0.0, "lag": 0.1875},
+        servers_expected=3,
     )
 
 
@@ -417,9 +484,9 @@ def test_volatile_identity_only_on_info_series() -> None:
     text = render(golden_snapshot(), golden_health())
     for name, labels in samples_by_series(text):
         if not name.endswith("_info"):
-            assert {label for label, _ in labels} <= {"account", "stream", "consumer", "subject", "stage"}, (
-                name
-            )
+            entity_labels = {"account", "stream", "consumer", "subject", "stage", "check", "severity"}
+            entity_labels.add("server")  # per-server and per-peer series
+            assert {label for label, _ in labels} <= entity_labels, name
     elected = golden_snapshot()
     elected = dataclasses.replace(
         elected,
@@ -441,6 +508,8 @@ def test_volatile_identity_only_on_info_series() -> None:
             retention="limits",
             replicas="1",
             leader="nats-c",
+            metadata_team="",
+            metadata_owner="",
         )
         == 1
     )
@@ -452,7 +521,7 @@ def test_volatile_identity_only_on_info_series() -> None:
 def test_account_and_health_values_read_back_equal_the_snapshot() -> None:
     snapshot, health = golden_snapshot(), golden_health()
     series = samples_by_series(render(snapshot, health))
-    account = snapshot.account
+    (account,) = snapshot.accounts
     assert account is not None
     a = {"account": "$G"}
     assert value(series, "nats_account_jetstream_memory_bytes", **a) == account.memory_bytes
@@ -504,8 +573,13 @@ def test_stream_values_read_back_equal_the_snapshot() -> None:
             "retention": s.retention,
             "replicas": str(s.replicas),
             "leader": s.leader,
+            "metadata_team": s.metadata_labels[0],
+            "metadata_owner": s.metadata_labels[1],
         }
         assert value(series, "nats_stream_info", **info) == 1
+        for threshold in s.thresholds:
+            check = {"check": threshold.check, "severity": threshold.severity}
+            assert value(series, "nats_stream_threshold", **labels, **check) == threshold.value
 
 
 def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
@@ -544,8 +618,13 @@ def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
             "deliver_policy": c.deliver_policy,
             "filter_subjects": ",".join(c.filter_subjects),
             "leader": c.leader,
+            "metadata_team": c.metadata_labels[0],
+            "metadata_owner": c.metadata_labels[1],
         }
         assert value(series, "nats_consumer_info", **info) == 1
+        for threshold in c.thresholds:
+            check = {"check": threshold.check, "severity": threshold.severity}
+            assert value(series, "nats_consumer_threshold", **labels, **check) == threshold.value
     for d in snapshot.dead_letters:
         labels = {"account": d.account, "stream": d.stream}
         assert value(series, "nats_dlq_stream_present", **labels) == (1 if d.exists else 0)
@@ -660,7 +739,9 @@ def odd_snapshot() -> Snapshot:
     weird = 'we"ird\\name\nwith ünïcode'
     return dataclasses.replace(
         base,
-        server=ServerInfo(server_name='a "quoted" server', version="2.15.1", cluster="c\\1", domain="d\ne"),
+        servers=(
+            ServerInfo(server_name='a "quoted" server', version="2.15.1", cluster="c\\1", domain="d\ne"),
+        ),
         streams=(
             *base.streams,
             stream(
