@@ -31,6 +31,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from exporter.collectionplan import CollectionPlan
 from exporter.parse import parse_consumer_state, parse_stream_state
 from exporter.parse_jsz import JszReplyError, ServerReport, led_by, parse_jsz_reply
 from exporter.settings import Settings
@@ -119,6 +120,7 @@ class ClusterSource:
     def __init__(self, nc: Client, settings: Settings, *, accounts_per_page: int = ACCOUNTS_PER_PAGE) -> None:
         self._nc = nc
         self._settings = settings
+        self._plan = CollectionPlan(settings)
         self._accounts_per_page = accounts_per_page
         self._timeout = settings.collection.request_timeout_seconds
         self._expected = settings.collection.expected_servers
@@ -219,7 +221,7 @@ class ClusterSource:
                     continue
                 for entry in account.streams:
                     name = entry["config"]["name"]
-                    if filters.stream_selected(name):
+                    if self._plan.stream_selected(account.name, name):
                         selection.add(server, account.name, entry, filters.consumer_selected)
         if previous is not None:
             selection.carry_over(previous, answered=set(reports))
