@@ -659,7 +659,10 @@ FAMILIES: tuple[Family[Any], ...] = (
         "nats_stream_ephemeral_consumers", GAUGE, EPHEMERAL, "ConsumerInfo of consumers without durable_name",
         "Ephemeral consumers of the stream, exported summed per stream instead of one by one",
         lambda e: e.consumers, absent_when="filters.consumers.ephemeral is include or exclude",
-        note="Ephemeral consumers come and go by the thousand; one series each would churn the TSDB.",
+        note="Ephemeral consumers come and go by the thousand, and series per consumer would create "
+        "thousands of short-lived series a minute; this family and the three "
+        "nats_stream_ephemeral_consumers_* after it sum them per stream (filters.consumers.ephemeral: "
+        "aggregate, the default).",
     ),
     Family(
         "nats_stream_ephemeral_consumers_pending_messages", GAUGE, EPHEMERAL,
