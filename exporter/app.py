@@ -22,9 +22,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from nats.aio.client import Client
 
-from exporter.advisories import AdvisoryCounter
 from exporter.connection import NatsConnectError, close_quietly, connect_nats, redact_url
 from exporter.errors import ConfigError
+from exporter.intake import EventIntake
 from exporter.memory import fix_mmap_threshold
 from exporter.metrics import Renderer
 from exporter.server import Body, Exposition, ExpositionCache, build_web_app
@@ -85,7 +85,7 @@ class ExporterApp:
         self._clock = clock
         self._nc: Client | None = None
         self._source: JetStreamSource | None = None
-        self._advisories: AdvisoryCounter | None = None
+        self._advisories: EventIntake | None = None
         self._errors: Counter[str] = Counter(dict.fromkeys(COLLECTION_STAGES, 0))
         self._snapshot: Snapshot | None = None
         self._up = False
@@ -151,6 +151,8 @@ class ExporterApp:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._advisories is not None:
+            await self._advisories.close()
         await self._close_connection()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -286,6 +288,9 @@ class ExporterApp:
             self._collection_log.enter(logging.WARNING, "failed", f"collection failed at {stage}: {message}")
             self._drop_stale_snapshot()
         snapshot = self._snapshot
+        if self._advisories is not None:
+            # Every cycle, failed or not, so that nothing published between cycles can grow the state.
+            self._advisories.retain_snapshot(snapshot)
         self._cache.current = await build_exposition(self._renderer, snapshot, self._health())
         self._serving_data = snapshot is not None
 
@@ -311,8 +316,7 @@ class ExporterApp:
         self._last_success = self._clock()
         if self._advisories is None:
             account = snapshot.account.account if snapshot.account is not None else "$G"
-            self._advisories = AdvisoryCounter(account)
-        self._advisories.retain((c.account, c.stream, c.name) for c in snapshot.consumers)
+            self._advisories = EventIntake(account)
         # Every cycle: a no-op while subscribed, a retry after a failed subscription.
         await self._subscribe_advisories()
         return None
@@ -339,6 +343,9 @@ class ExporterApp:
             collection_errors=dict(self._errors),
             advisory_counts=advisories.counts() if advisories is not None else {},
             malformed_advisories=advisories.malformed if advisories is not None else 0,
+            stream_event_counts=advisories.stream_counts() if advisories is not None else {},
+            ack_histograms=advisories.ack_histograms() if advisories is not None else {},
+            dropped_advisories=advisories.dropped if advisories is not None else 0,
             collection_interval_seconds=self._settings.collection.interval_seconds,
         )
 
