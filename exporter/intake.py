@@ -53,6 +53,11 @@ log = logging.getLogger("exporter.advisories")
 INTAKE_QUEUE_LIMIT: Final = 10_000
 # Streams and consumers not seen by the last collection that events are still kept for until the next.
 UNKNOWN_ENTITIES_LIMIT: Final = 1_000
+# The client's own queue per subscription, between its socket reader and the handler that feeds ours. The
+# handler only queues, so this holds what arrives between two turns of the event loop; it must be larger
+# than that, or the client drops events itself, uncounted here (it reports a slow consumer instead).
+CLIENT_PENDING_MSGS_LIMIT: Final = 65_536
+CLIENT_PENDING_BYTES_LIMIT: Final = 32 * 1024 * 1024
 # Upper bounds of nats_consumer_ack_latency_seconds, 5 ms to 5 minutes.
 DEFAULT_ACK_LATENCY_BUCKETS: Final = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -225,9 +230,8 @@ class EventIntake:
                     await nc.subscribe(
                         kind.subject,
                         cb=self._handler(kind),
-                        # The handler only queues, so the client's own queue stays short; bounded anyway.
-                        pending_msgs_limit=self._queue_limit,
-                        pending_bytes_limit=self._queue_limit * MAX_EVENT_BYTES,
+                        pending_msgs_limit=CLIENT_PENDING_MSGS_LIMIT,
+                        pending_bytes_limit=CLIENT_PENDING_BYTES_LIMIT,
                     )
                 )
             # The SUBs are only in the outgoing buffer until flushed: without this, events right after
