@@ -51,6 +51,7 @@ class ConsumerSpec:
     ack_wait_seconds: float = 30.0
     max_deliver: int = -1  # -1: unlimited, as the server counts it
     deliver_policy: str = "all"
+    sample_percent: int = 0  # sample_freq: share of acknowledgements the server reports; 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,7 @@ def _consumer(reader: _Reader, item: Any, key: str) -> ConsumerSpec:
             "ack_wait",
             "max_deliver",
             "deliver_policy",
+            "sample_freq",
         ),
     )
     name = reader.name(fields.get("name"), f"{key}.name")
@@ -192,6 +194,7 @@ def _consumer(reader: _Reader, item: Any, key: str) -> ConsumerSpec:
         deliver_policy=reader.choice(
             fields.get("deliver_policy", "all"), f"{key}.deliver_policy", DELIVER_POLICIES
         ),
+        sample_percent=reader.percent(fields.get("sample_freq", "0%"), f"{key}.sample_freq"),
     )
 
 
@@ -308,6 +311,13 @@ class _Reader:
             bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
             raise self.error(key, f"must be {bound}, got {value}")
         return value
+
+    def percent(self, value: Any, key: str) -> int:
+        """``"25%"`` (or a bare whole number) from 0 to 100, as the server's ``sample_freq`` takes it."""
+        text = str(value).strip().removesuffix("%") if isinstance(value, str | int) else ""
+        if isinstance(value, bool) or not text.isdigit() or int(text) > 100:
+            raise self.error(key, f"expected a percentage from 0% to 100%, got {value!r}")
+        return int(text)
 
     def duration(self, value: Any, key: str, *, positive: bool = False) -> float:
         if value == 0 and not positive and not isinstance(value, bool):
