@@ -187,7 +187,9 @@ def build_dashboard() -> Dashboard:
     return assemble_dashboard(
         uid=UID,
         title="NATS JetStream / Consumers",
-        description="Consumer backlog, acknowledgement pressure, redeliveries, delivery rate, lag and processing time.",
+        description=(
+            "Consumer backlog, acknowledgement pressure, redeliveries, delivery rate, lag and processing time."
+        ),
         variables=[datasource_variable(), account_variable(), stream_variable(), consumer_variable()],
         sections=[
             ("Backlog and acknowledgements", backlog_panels()),
