@@ -188,7 +188,8 @@ def build_dashboard() -> Dashboard:
         uid=UID,
         title="NATS JetStream / Consumers",
         description=(
-            "Consumer backlog, acknowledgement pressure, redeliveries, delivery rate, lag and processing time."
+            "Consumer backlog, acknowledgement pressure, redeliveries, delivery rate, lag and "
+            "processing time."
         ),
         variables=[datasource_variable(), account_variable(), stream_variable(), consumer_variable()],
         sections=[
