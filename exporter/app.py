@@ -21,6 +21,7 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from nats.aio.client import Client
+from nats.errors import SlowConsumerError
 
 from exporter.connection import NatsConnectError, close_quietly, connect_nats, redact_url
 from exporter.errors import ConfigError
@@ -215,6 +216,9 @@ class ExporterApp:
             self._connection_closed.set()
 
         async def on_error(exc: Exception) -> None:
+            intake = self._advisories
+            if isinstance(exc, SlowConsumerError) and intake is not None and intake.client_dropped(exc.sub):
+                return  # counted in nats_exporter_dropped_advisories_total, logged there (rate-limited)
             # Reconnect attempts are reported by the state log; what else the client reports (a permission
             # denied on a subscription, a slow consumer) would otherwise go unseen.
             if self._nc is not None and self._nc.is_connected:

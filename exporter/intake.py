@@ -159,6 +159,10 @@ class EventIntake:
             + len(self._unknown)
         )
 
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return tuple(self._subscriptions)
+
     # -- what renders read (copies: the counters keep moving while a render reads them) -------------
 
     def counts(self) -> Mapping[ConsumerKey, AdvisoryCounts]:
@@ -274,6 +278,17 @@ class EventIntake:
             self._queue.put_nowait((kind, subject, data))
         except asyncio.QueueFull:
             self._drop(f"dropping JetStream events: the intake queue of {self._queue_limit} is full")
+
+    def client_dropped(self, subscription: Subscription | None) -> bool:
+        """Count an event the client itself dropped (its queue was full) when it was for this intake.
+
+        For the client's error callback, which hears of every such drop as a slow-consumer error: True
+        when the subscription is one of this intake's, so that the caller need not log it.
+        """
+        if subscription is None or all(subscription is not own for own in self._subscriptions):
+            return False
+        self._drop("dropping JetStream events: the client's queue for them is full")
+        return True
 
     def record(self, kind: EventKind, subject: str, data: bytes) -> None:
         """Decode and count one event; malformed is counted and logged (rate-limited), never raised."""

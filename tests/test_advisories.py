@@ -397,3 +397,12 @@ async def test_counters_keep_counting_after_the_server_restarts(platform, export
     finally:
         await app.close()
     assert counter.counts() == {CHAT_KEY: AdvisoryCounts(naks=2)}
+
+
+async def test_drops_by_the_client_itself_are_counted_only_for_its_own_subscriptions(exporter_nc, intake):
+    await intake.subscribe(exporter_nc)
+    other = await exporter_nc.subscribe("unrelated")
+    assert not intake.client_dropped(other)
+    assert not intake.client_dropped(None)
+    assert intake.client_dropped(intake.subscriptions[0])
+    assert intake.dropped == 1
