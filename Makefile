@@ -39,6 +39,7 @@ bench: $(BIN)/.installed
 # Regenerate what is generated: the metric reference, the dashboards, the PrometheusRule.
 docs: $(BIN)/.installed
 	$(BIN)/python -m exporter.reference > docs/metrics.md
+	$(BIN)/python -m exporter.configreference docs/configuration.md
 	$(BIN)/python -m dashboards.build
 	$(BIN)/python alerts/build_prometheusrule.py
 

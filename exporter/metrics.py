@@ -34,11 +34,15 @@ from exporter.snapshot import (
     DeadLetterState,
     ExporterHealth,
     HistogramData,
+    MetaClusterState,
+    MetaPeer,
     ServerInfo,
+    ServerJetStreamState,
     Snapshot,
     StreamEventCounts,
     StreamState,
 )
+from exporter.stages import TIMED_STAGES, Stage
 
 MetricType = Literal["gauge", "counter", "histogram"]
 GAUGE: MetricType = "gauge"
@@ -133,11 +137,15 @@ _SERVER = "Server and account"
 _STREAM = "Streams"
 _CONSUMER = "Consumers"
 _FAILURES = "Delivery failures and dead letters"
+_CLUSTER = "Whole cluster"
 
 BUILD: Scope[BuildInfo] = Scope(_EXPORTER, (), lambda src: (src.build,), lambda _b: ())
 HEALTH: Scope[ExporterHealth] = Scope(_EXPORTER, (), lambda src: (src.health,), lambda _h: ())
 STAGE: Scope[tuple[str, int]] = Scope(
     _EXPORTER, ("stage",), lambda src: src.health.collection_errors.items(), lambda item: (item[0],)
+)
+STAGE_TIME: Scope[tuple[str, float]] = Scope(
+    _EXPORTER, ("stage",), lambda src: src.health.stage_durations.items(), lambda item: (item[0],)
 )
 CYCLE: Scope[Snapshot] = Scope(
     _EXPORTER, (), lambda src: () if src.snapshot is None else (src.snapshot,), lambda _s: ()
@@ -145,14 +153,42 @@ CYCLE: Scope[Snapshot] = Scope(
 SERVER: Scope[ServerInfo] = Scope(
     _SERVER,
     (),
-    lambda src: () if src.snapshot is None or src.snapshot.server is None else (src.snapshot.server,),
+    lambda src: () if src.snapshot is None else src.snapshot.servers,
     lambda _s: (),
 )
 ACCOUNT: Scope[AccountState] = Scope(
     _SERVER,
     ("account",),
-    lambda src: () if src.snapshot is None or src.snapshot.account is None else (src.snapshot.account,),
+    lambda src: () if src.snapshot is None else src.snapshot.accounts,
     lambda a: (a.account,),
+)
+
+
+def _optional(entity: _E | None) -> tuple[_E, ...]:
+    return () if entity is None else (entity,)
+
+
+def _meta_peers(snapshot: Snapshot) -> tuple[MetaPeer, ...]:
+    return () if snapshot.meta_cluster is None else snapshot.meta_cluster.peers
+
+
+JETSTREAM_SERVER: Scope[ServerJetStreamState] = Scope(
+    _CLUSTER,
+    ("server",),
+    lambda src: () if src.snapshot is None else src.snapshot.jetstream_servers,
+    lambda s: (s.server,),
+)
+META_CLUSTER: Scope[MetaClusterState] = Scope(
+    _CLUSTER,
+    (),
+    lambda src: () if src.snapshot is None else _optional(src.snapshot.meta_cluster),
+    lambda _m: (),
+)
+META_PEER: Scope[MetaPeer] = Scope(
+    _CLUSTER,
+    ("server",),
+    lambda src: () if src.snapshot is None else _meta_peers(src.snapshot),
+    lambda p: (p.server,),
 )
 STREAM: Scope[StreamState] = Scope(
     _STREAM,
@@ -322,9 +358,14 @@ FAMILIES: tuple[Family[Any], ...] = (
     ),
     Family(
         "nats_exporter_collection_errors_total", COUNTER, STAGE, "exporter",
-        "Failed collection steps since the exporter started, by stage: connect, account, streams, consumers, "
-        "lag, dlq, ...",
-        lambda item: item[1], absent_when="the stage has never failed",
+        "Failed collection steps since the exporter started, by stage, every stage from the start at 0: "
+        f"{', '.join(map(str, Stage))}", lambda item: item[1],
+    ),
+    Family(
+        "nats_exporter_stage_duration_seconds", GAUGE, STAGE_TIME, "exporter clock",
+        f"Wall time of each collection stage in the last cycle, in seconds, by stage: "
+        f"{', '.join(map(str, TIMED_STAGES))}", lambda item: item[1],
+        absent_when="no cycle has finished yet",
     ),
     Family(
         "nats_exporter_lag_lookups_skipped", GAUGE, CYCLE, "setting collection.lag_lookups_per_cycle",
@@ -349,7 +390,8 @@ FAMILIES: tuple[Family[Any], ...] = (
     # server and account
     Family(
         "nats_server_info", GAUGE, SERVER, "server INFO server_name, version, cluster, domain",
-        "Always 1; the labels identify the NATS server the exporter is connected to", _one,
+        "Always 1; the labels identify a NATS server: the one the exporter is connected to, or in cluster "
+        "scope each server that answered the last cycle", _one,
         absent_when="not connected", info_labels=("server_name", "version", "cluster", "domain"),
         info_values=lambda s: (s.server_name, s.version, s.cluster, s.domain),
     ),
@@ -388,6 +430,83 @@ FAMILIES: tuple[Family[Any], ...] = (
         "nats_account_jetstream_api_errors_total", COUNTER, ACCOUNT, "AccountInfo.api.errors",
         "JetStream API requests of the account that failed, as counted by the server",
         lambda a: a.api_errors,
+    ),
+    # whole cluster (cluster scope)
+    Family(
+        "nats_server_jetstream_storage_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.storage",
+        "Disk used by JetStream file streams on the server, every replica it hosts, in bytes",
+        lambda s: s.storage_bytes,
+    ),
+    Family(
+        "nats_server_jetstream_memory_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.memory",
+        "Memory used by JetStream memory streams on the server, every replica it hosts, in bytes",
+        lambda s: s.memory_bytes,
+    ),
+    Family(
+        "nats_server_jetstream_max_storage_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.config.max_storage",
+        "The server's JetStream storage limit, in bytes", lambda s: s.max_storage_bytes,
+        absent_when="unlimited",
+    ),
+    Family(
+        "nats_server_jetstream_max_memory_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.config.max_memory",
+        "The server's JetStream memory limit, in bytes", lambda s: s.max_memory_bytes,
+        absent_when="unlimited",
+    ),
+    Family(
+        "nats_server_jetstream_reserved_storage_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.reserved_storage",
+        "Storage the server has reserved for accounts' JetStream limits, in bytes",
+        lambda s: s.reserved_storage_bytes,
+    ),
+    Family(
+        "nats_server_jetstream_reserved_memory_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.reserved_memory",
+        "Memory the server has reserved for accounts' JetStream limits, in bytes",
+        lambda s: s.reserved_memory_bytes,
+    ),
+    Family(
+        "nats_server_jetstream_streams", GAUGE, JETSTREAM_SERVER, "JSInfo.streams",
+        "Stream replicas hosted on the server, leaders and followers", lambda s: s.streams,
+    ),
+    Family(
+        "nats_server_jetstream_consumers", GAUGE, JETSTREAM_SERVER, "JSInfo.consumers",
+        "Consumer replicas hosted on the server, leaders and followers", lambda s: s.consumers,
+    ),
+    Family(
+        "nats_server_jetstream_api_requests_total", COUNTER, JETSTREAM_SERVER, "JSInfo.api.total",
+        "JetStream API requests the server has handled", lambda s: s.api_requests,
+    ),
+    Family(
+        "nats_server_jetstream_api_errors_total", COUNTER, JETSTREAM_SERVER, "JSInfo.api.errors",
+        "JetStream API requests the server answered with an error", lambda s: s.api_errors,
+    ),
+    Family(
+        "nats_jetstream_meta_cluster_info", GAUGE, META_CLUSTER, "JSInfo.meta_cluster name, leader",
+        "Always 1; the labels name the JetStream meta group's cluster and its current leader", _one,
+        absent_when="the meta leader did not answer yet", info_labels=("cluster", "leader"),
+        info_values=lambda m: (m.cluster, m.leader),
+    ),
+    Family(
+        "nats_jetstream_meta_cluster_size", GAUGE, META_CLUSTER, "JSInfo.meta_cluster.cluster_size",
+        "JetStream servers in the meta group", lambda m: m.size,
+        absent_when="the meta leader did not answer yet",
+    ),
+    Family(
+        "nats_jetstream_meta_replica_current", GAUGE, META_PEER, "JSInfo.meta_cluster.replicas[].current",
+        "1 when the meta group's leader sees this peer current, else 0; the leader itself is 1",
+        lambda p: 1 if p.current else 0,
+    ),
+    Family(
+        "nats_jetstream_meta_replica_lag_operations", GAUGE, META_PEER, "JSInfo.meta_cluster.replicas[].lag",
+        "Operations this meta group peer is behind its leader; 0 for the leader", lambda p: p.lag_operations,
+    ),
+    Family(
+        "nats_exporter_servers_responded", GAUGE, CYCLE, "$SYS.REQ.SERVER.PING.JSZ replies",
+        "Servers whose JetStream report arrived in the last cycle", lambda s: s.servers_responded,
+        absent_when="account scope",
+    ),
+    Family(
+        "nats_exporter_servers_expected", GAUGE, HEALTH, "setting collection.expected_servers",
+        "Servers the cluster scope expects to answer every cycle", lambda h: h.servers_expected,
+        absent_when="not configured, or account scope",
     ),
     # streams
     Family(

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from exporter.metrics import COUNTER, FAMILIES, HISTOGRAM, Family
+from exporter.stages import TIMED_STAGES, Stage
 
 _INTRO = """\
 # Metric reference
@@ -54,6 +55,18 @@ contract of `../shared/design/METRICS.md`; the families beyond it are listed at 
   it became in `nats_dlq_messages`.
 """
 
+_STAGES = (
+    "\n## Collection stages\n\n"
+    "The `stage` label of `nats_exporter_collection_errors_total` (every stage has a series from the "
+    "start, at 0) and of `nats_exporter_stage_duration_seconds` (the timed stages: "
+    + ", ".join(f"`{stage}`" for stage in TIMED_STAGES)
+    + "). Stages overlap: consumer listings start while stream pages still arrive, and dead-letter streams "
+    "are read alongside, so each stage reports its own wall time, from its first request to its last reply, "
+    "and a stage the cycle did not reach or did not need reports 0.\n\n"
+    "| Stage | A failure means |\n|---|---|\n"
+    + "".join(f"| `{stage}` | {stage.meaning} |\n" for stage in Stage)
+)
+
 
 def _cell(text: str) -> str:
     return text.replace("|", r"\|") or "-"
@@ -90,6 +103,7 @@ def render_reference() -> str:
     if extras:
         parts.append("\n## Families beyond the metric contract\n\n")
         parts.extend(f"- `{family.name}` ({family.type}): {family.note}\n" for family in extras)
+    parts.append(_STAGES)
     counters = sum(1 for family in FAMILIES if family.type == COUNTER)
     histograms = sum(1 for family in FAMILIES if family.type == HISTOGRAM)
     gauges = len(FAMILIES) - counters - histograms

@@ -22,6 +22,42 @@ class ServerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerJetStreamState:
+    """One server's JetStream usage, limits, reservations and API counters (JSZ, cluster scope)."""
+
+    server: str
+    memory_bytes: int
+    storage_bytes: int
+    reserved_memory_bytes: int
+    reserved_storage_bytes: int
+    max_memory_bytes: int | None  # None: unlimited
+    max_storage_bytes: int | None  # None: unlimited
+    streams: int  # stream replicas hosted on this server
+    consumers: int  # consumer replicas hosted on this server
+    api_requests: int  # api.total, a counter
+    api_errors: int  # api.errors, a counter
+
+
+@dataclass(frozen=True, slots=True)
+class MetaPeer:
+    """One peer of the JetStream meta group, as its leader sees it (the leader itself: current, lag 0)."""
+
+    server: str
+    current: bool
+    lag_operations: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetaClusterState:
+    """The JetStream meta group (the cluster-wide placement authority), from its leader's report."""
+
+    cluster: str
+    leader: str
+    size: int  # configured cluster size
+    peers: tuple[MetaPeer, ...]  # sorted by server, the leader included
+
+
+@dataclass(frozen=True, slots=True)
 class AccountState:
     """``$JS.API.INFO``: the account's JetStream usage and limits."""
 
@@ -160,8 +196,10 @@ class Snapshot:
     """Everything one successful collection cycle read from JetStream."""
 
     collected_at: float  # Unix seconds when the cycle finished
-    server: ServerInfo | None
-    account: AccountState | None
+    # The connected server (account scope), or every server that answered (cluster scope).
+    servers: tuple[ServerInfo, ...]
+    # The exporter's account (account scope), or every selected account (cluster scope).
+    accounts: tuple[AccountState, ...]
     streams: tuple[StreamState, ...] = ()
     consumers: tuple[ConsumerState, ...] = ()
     dead_letters: tuple[DeadLetterState, ...] = ()
@@ -169,6 +207,10 @@ class Snapshot:
     # Stages that failed without failing the cycle (e.g. "lag", "dlq"): counted in
     # nats_exporter_collection_errors_total{stage} by the collection loop.
     partial_errors: tuple[str, ...] = ()
+    # Cluster scope only: per-server JetStream usage, the meta group, and how many servers answered.
+    jetstream_servers: tuple[ServerJetStreamState, ...] = ()
+    meta_cluster: MetaClusterState | None = None
+    servers_responded: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,3 +227,5 @@ class ExporterHealth:
     ack_histograms: Mapping[ConsumerKey, AckHistograms] = field(default_factory=dict)
     dropped_advisories: int = 0  # advisories and events the bounded intake could not keep
     collection_interval_seconds: float = 15.0  # configured interval, for "duration against interval"
+    stage_durations: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds, last cycle
+    servers_expected: int | None = None  # cluster scope: collection.expected_servers, when configured

@@ -14,9 +14,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 from nats.aio.client import Client
@@ -25,11 +25,13 @@ from exporter.jsapi import (
     JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
     NO_MESSAGE_FOUND,
     STREAM_NOT_FOUND,
+    DeniedSubjects,
     JetStreamApi,
     JetStreamApiError,
     JetStreamRequestError,
     JetStreamUnavailableError,
 )
+from exporter.logs import StateLog
 from exporter.parse import (
     StoredMessageRef,
     oldest,
@@ -51,8 +53,10 @@ from exporter.snapshot import (
     Snapshot,
     StreamState,
 )
+from exporter.stages import Stage, StageTimings
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_ACCOUNT = "$G"
 USER_INFO_SUBJECT = "$SYS.REQ.USER.INFO"
@@ -65,21 +69,27 @@ USER_INFO_TIMEOUT_SECONDS = 2.0
 class CollectionError(Exception):
     """A collection cycle failed at ``stage``; the message names what failed and never holds a secret."""
 
-    def __init__(self, stage: str, message: str) -> None:
+    def __init__(self, stage: Stage, message: str) -> None:
         super().__init__(message)
         self.stage = stage
         self.message = message
 
 
 @contextlib.contextmanager
-def _stage(stage: str) -> Iterator[None]:
-    """Turn a failed request or an unexpected reply into a CollectionError for ``stage``."""
+def _stage(stage: Stage, timings: StageTimings | None = None) -> Iterator[None]:
+    """Time the work in ``stage``; turn a failed request or an unexpected reply into its CollectionError."""
     try:
-        yield
+        with timings.measure(stage) if timings is not None else contextlib.nullcontext():
+            yield
     except JetStreamRequestError as exc:
         raise CollectionError(stage, _explain(exc)) from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise CollectionError(stage, f"unexpected JetStream API reply ({type(exc).__name__}: {exc})") from exc
+
+
+async def _timed(timings: StageTimings, stage: Stage, work: Awaitable[_T]) -> _T:
+    with timings.measure(stage):
+        return await work
 
 
 def _explain(exc: JetStreamRequestError) -> str:
@@ -124,41 +134,59 @@ class _LagResults:
 class JetStreamSource:
     """Reads one account's JetStream state into a Snapshot. One object per connection."""
 
-    def __init__(self, nc: Client, settings: Settings) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        settings: Settings,
+        denied: DeniedSubjects | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._nc = nc
+        self._clock = clock  # wall time a cycle's data is dated with (lag is measured against it)
         self._settings = settings
         self._request_timeout = settings.collection.deadline_seconds * REQUEST_TIMEOUT_SHARE
-        self._api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=self._request_timeout)
+        self._api = JetStreamApi(
+            nc, domain=settings.nats.domain, timeout_seconds=self._request_timeout, denied=denied
+        )
         self._in_flight = asyncio.Semaphore(settings.collection.concurrency)
         self._account: str | None = settings.nats.account
-        self._dead_letter_present: dict[str, bool] = {}
-        self._failing_partial_stages: set[str] = set()
+        # Logged on change only: a stream configured before it is created must not flood the log.
+        self._dead_letter_log = StateLog(logger)
+        # Logged on change only; the collection loop counts every failing cycle in a metric.
+        self._partial_stage_log = StateLog(logger, initial="ok")
         self._lag_cursor = 0
 
-    async def fetch_snapshot(self, previous: Snapshot | None) -> Snapshot:
-        """One collection cycle. Raises CollectionError; lag and dead-letter failures are partial."""
+    async def fetch_snapshot(
+        self, previous: Snapshot | None, timings: StageTimings | None = None
+    ) -> Snapshot:
+        """One cycle, each stage timed. Raises CollectionError; lag and dlq failures are partial."""
+        timings = timings if timings is not None else StageTimings(time.monotonic)
         server = self._server_info()
-        account = await self._account_name()
-        account_state = await self._fetch_account(account)
+        with timings.measure(Stage.ACCOUNT):
+            account = await self._account_name()
+            account_state = await self._fetch_account(account)
         try:
             async with asyncio.TaskGroup() as group:
-                dead_letters_task = group.create_task(self._fetch_dead_letters(account, previous))
-                inventory = await self._fetch_inventory(account, previous)
-                lags = await self._measure_lags(inventory)
+                dead_letters_task = group.create_task(
+                    _timed(timings, Stage.DLQ, self._fetch_dead_letters(account, previous))
+                )
+                inventory = await self._fetch_inventory(account, previous, timings)
+                lags = await _timed(timings, Stage.LAG, self._measure_lags(inventory))
         except BaseExceptionGroup as exc_group:
             raise _first_collection_error(exc_group) from None
         dead_letters, dead_letters_error = dead_letters_task.result()
-        collected_at = time.time()
+        collected_at = self._clock()
 
         consumers = [_with_lag(consumer, lags, collected_at) for consumer in inventory.consumers]
         consumers.extend(inventory.carried_consumers)
         consumers.sort(key=lambda consumer: (consumer.stream, consumer.name))
-        partial = {"dlq": dead_letters_error, "lag": lags.error}
+        partial = {Stage.DLQ: dead_letters_error, Stage.LAG: lags.error}
         self._log_partial_state_changes(partial)
         return Snapshot(
             collected_at=collected_at,
-            server=server,
-            account=account_state,
+            servers=() if server is None else (server,),
+            accounts=(account_state,),
             streams=tuple(inventory.streams[name] for name in sorted(inventory.streams)),
             consumers=tuple(consumers),
             dead_letters=dead_letters,
@@ -197,7 +225,9 @@ class JetStreamSource:
         except (nats.errors.Error, ValueError, KeyError, TypeError) as exc:
             if not self._nc.is_connected:
                 # Not the server's answer but an outage: ask again next cycle rather than keep a guess.
-                raise CollectionError("account", f"not connected to NATS ({type(exc).__name__})") from None
+                raise CollectionError(
+                    Stage.ACCOUNT, f"not connected to NATS ({type(exc).__name__})"
+                ) from None
             logger.warning(
                 "could not ask the server for the exporter's account (%s); labelling it %r: set nats.account "
                 "in the configuration to choose the label",
@@ -211,12 +241,14 @@ class JetStreamSource:
         return account
 
     async def _fetch_account(self, account: str) -> AccountState:
-        with _stage("account"):
+        with _stage(Stage.ACCOUNT):
             return parse_account_state(await self._request("INFO"), account)
 
     # --- streams and consumers --------------------------------------------------------------------
 
-    async def _fetch_inventory(self, account: str, previous: Snapshot | None) -> _Inventory:
+    async def _fetch_inventory(
+        self, account: str, previous: Snapshot | None, timings: StageTimings
+    ) -> _Inventory:
         """Every selected stream and its consumers; consumer lists start while stream pages still arrive."""
         selected = self._settings.filters.stream_selected
         inventory = _Inventory()
@@ -226,7 +258,7 @@ class JetStreamSource:
             async with asyncio.TaskGroup() as group:
                 offset = 0
                 while True:
-                    with _stage("streams"):
+                    with _stage(Stage.STREAMS, timings):
                         page = parse_list_page(
                             await self._request("STREAM.LIST", {"offset": offset}), "streams"
                         )
@@ -235,7 +267,7 @@ class JetStreamSource:
                             if name in inventory.streams or not selected(name):
                                 continue
                             inventory.streams[name] = parse_stream_state(info, account)
-                            listings[name] = group.create_task(self._fetch_consumers(name, account))
+                            listings[name] = group.create_task(self._fetch_consumers(name, account, timings))
                     unavailable_streams.extend(page.unavailable)
                     offset += page.received
                     if not page.received or offset >= page.total:
@@ -255,14 +287,16 @@ class JetStreamSource:
             self._carry_over(inventory, previous, unavailable_streams, unavailable_consumers)
         return inventory
 
-    async def _fetch_consumers(self, stream: str, account: str) -> _ConsumerListing | None:
+    async def _fetch_consumers(
+        self, stream: str, account: str, timings: StageTimings
+    ) -> _ConsumerListing | None:
         """The stream's selected consumers; None when the stream was deleted since it was listed."""
         selected = self._settings.filters.consumer_selected
         consumers: dict[str, ConsumerState] = {}
         unavailable: list[str] = []
         offset = 0
         while True:
-            with _stage("consumers"):
+            with _stage(Stage.CONSUMERS, timings):
                 try:
                     reply = await self._request(f"CONSUMER.LIST.{stream}", {"offset": offset})
                 except JetStreamApiError as exc:
@@ -367,16 +401,15 @@ class JetStreamSource:
         return state
 
     def _note_dead_letter_presence(self, name: str, *, present: bool) -> None:
-        # Logged on change only: a stream that is configured before it is created must not flood the log.
-        before = self._dead_letter_present.get(name)
-        self._dead_letter_present[name] = present
-        if before == present:
-            return
         if present:
-            logger.info("dead-letter stream %r found", name)
+            self._dead_letter_log.enter(present, logging.INFO, "dead-letter stream %r found", name, key=name)
         else:
-            logger.warning(
-                "dead-letter stream %r does not exist; reporting it as missing until it appears", name
+            self._dead_letter_log.enter(
+                present,
+                logging.WARNING,
+                "dead-letter stream %r does not exist; reporting it as missing until it appears",
+                name,
+                key=name,
             )
 
     # --- lag --------------------------------------------------------------------------------------
@@ -461,17 +494,21 @@ class JetStreamSource:
             raise
         return parse_message_get(reply)
 
-    def _log_partial_state_changes(self, partial: Mapping[str, str | None]) -> None:
-        # Logged on change only; the collection loop counts every failing cycle in a metric.
+    def _log_partial_state_changes(self, partial: Mapping[Stage, str | None]) -> None:
         for stage, error in partial.items():
-            if error is not None and stage not in self._failing_partial_stages:
-                self._failing_partial_stages.add(stage)
-                logger.warning(
-                    "collection stage %r failed, its values are left out or kept: %s", stage, error
+            if error is not None:
+                self._partial_stage_log.enter(
+                    "failing",
+                    logging.WARNING,
+                    "collection stage %r failed, its values are left out or kept: %s",
+                    str(stage),
+                    error,
+                    key=stage,
                 )
-            elif error is None and stage in self._failing_partial_stages:
-                self._failing_partial_stages.discard(stage)
-                logger.info("collection stage %r recovered", stage)
+            else:
+                self._partial_stage_log.enter(
+                    "ok", logging.INFO, "collection stage %r recovered", str(stage), key=stage
+                )
 
 
 def _with_lag(consumer: ConsumerState, lags: _LagResults, collected_at: float) -> ConsumerState:

@@ -44,7 +44,10 @@ from exporter.snapshot import (
     ConsumerState,
     DeadLetterState,
     ExporterHealth,
+    MetaClusterState,
+    MetaPeer,
     ServerInfo,
+    ServerJetStreamState,
     Snapshot,
     StreamEventCounts,
     StreamState,
@@ -59,6 +62,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_up": ("gauge", ()),
     "nats_exporter_collection_duration_seconds": ("gauge", ()),
     "nats_exporter_collection_errors_total": ("counter", ("stage",)),
+    "nats_exporter_stage_duration_seconds": ("gauge", ("stage",)),
     "nats_exporter_last_success_timestamp_seconds": ("gauge", ()),
     "nats_exporter_build_info": ("gauge", ("version", "python_version", "nats_py_version")),
     "nats_server_info": ("gauge", ("server_name", "version", "cluster", "domain")),
@@ -70,6 +74,27 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_account_jetstream_consumers": ("gauge", ("account",)),
     "nats_account_jetstream_api_requests_total": ("counter", ("account",)),
     "nats_account_jetstream_api_errors_total": ("counter", ("account",)),
+    **{
+        f"nats_server_jetstream_{name}": ("gauge", ("server",))
+        for name in (
+            "storage_bytes",
+            "memory_bytes",
+            "max_storage_bytes",
+            "max_memory_bytes",
+            "reserved_storage_bytes",
+            "reserved_memory_bytes",
+            "streams",
+            "consumers",
+        )
+    },
+    "nats_server_jetstream_api_requests_total": ("counter", ("server",)),
+    "nats_server_jetstream_api_errors_total": ("counter", ("server",)),
+    "nats_jetstream_meta_cluster_info": ("gauge", ("cluster", "leader")),
+    "nats_jetstream_meta_cluster_size": ("gauge", ()),
+    "nats_jetstream_meta_replica_current": ("gauge", ("server",)),
+    "nats_jetstream_meta_replica_lag_operations": ("gauge", ("server",)),
+    "nats_exporter_servers_responded": ("gauge", ()),
+    "nats_exporter_servers_expected": ("gauge", ()),
     "nats_stream_messages_total": ("counter", ("account", "stream")),
     **{
         f"nats_stream_{name}": ("gauge", ("account", "stream"))
@@ -153,8 +178,10 @@ HEALTH_FAMILIES = {
     "nats_exporter_last_success_timestamp_seconds",
     "nats_exporter_collection_interval_seconds",
     "nats_exporter_collection_errors_total",
+    "nats_exporter_stage_duration_seconds",
     "nats_exporter_malformed_advisories_total",
     "nats_exporter_dropped_advisories_total",
+    "nats_exporter_servers_expected",
 }
 
 
@@ -295,17 +322,19 @@ def golden_snapshot() -> Snapshot:
     )
     return Snapshot(
         collected_at=T0,
-        server=ServerInfo(server_name="nats-a", version="2.15.1", cluster="", domain="hub"),
-        account=AccountState(
-            account="$G",
-            memory_bytes=0,
-            storage_bytes=3_000_013_245,
-            max_memory_bytes=None,
-            max_storage_bytes=10 << 30,
-            streams=4,
-            consumers=3,
-            api_requests=1234,
-            api_errors=2,
+        servers=(ServerInfo(server_name="nats-a", version="2.15.1", cluster="", domain="hub"),),
+        accounts=(
+            AccountState(
+                account="$G",
+                memory_bytes=0,
+                storage_bytes=3_000_013_245,
+                max_memory_bytes=None,
+                max_storage_bytes=10 << 30,
+                streams=4,
+                consumers=3,
+                api_requests=1234,
+                api_errors=2,
+            ),
         ),
         streams=(chat, pipeline, empty, dlq),
         consumers=(chat_handler, idle, paused),
@@ -320,6 +349,32 @@ def golden_snapshot() -> Snapshot:
             ),
         ),
         lag_lookups_skipped=1,
+        jetstream_servers=(
+            ServerJetStreamState(
+                server="nats-a",
+                memory_bytes=1024,
+                storage_bytes=3_000_013_245,
+                reserved_memory_bytes=0,
+                reserved_storage_bytes=10 << 30,
+                max_memory_bytes=256 << 20,
+                max_storage_bytes=64 << 30,
+                streams=4,
+                consumers=3,
+                api_requests=5678,
+                api_errors=3,
+            ),
+        ),
+        meta_cluster=MetaClusterState(
+            cluster="c",
+            leader="nats-a",
+            size=3,
+            peers=(
+                MetaPeer(server="nats-a", current=True, lag_operations=0),
+                MetaPeer(server="nats-b", current=True, lag_operations=0),
+                MetaPeer(server="nats-c", current=False, lag_operations=12),
+            ),
+        ),
+        servers_responded=1,
     )
 
 
@@ -362,6 +417,8 @@ def golden_health() -> ExporterHealth:
             ("$G", "GONE", "deleted-consumer"): ack_histograms([1.0], [1]),
         },
         dropped_advisories=7,
+        stage_durations={"account": 0.0625, "streams": 0.125, "consumers": 0.25, "dlq": 0.0, "lag": 0.1875},
+        servers_expected=3,
     )
 
 
@@ -462,6 +519,7 @@ def test_volatile_identity_only_on_info_series() -> None:
                 "subject",
                 "stage",
                 "le",
+                "server",
             }, name
     elected = golden_snapshot()
     elected = dataclasses.replace(
@@ -495,7 +553,7 @@ def test_volatile_identity_only_on_info_series() -> None:
 def test_account_and_health_values_read_back_equal_the_snapshot() -> None:
     snapshot, health = golden_snapshot(), golden_health()
     series = samples_by_series(render(snapshot, health))
-    account = snapshot.account
+    (account,) = snapshot.accounts
     assert account is not None
     a = {"account": "$G"}
     assert value(series, "nats_account_jetstream_memory_bytes", **a) == account.memory_bytes
@@ -741,7 +799,9 @@ def odd_snapshot() -> Snapshot:
     weird = WEIRD
     return dataclasses.replace(
         base,
-        server=ServerInfo(server_name='a "quoted" server', version="2.15.1", cluster="c\\1", domain="d\ne"),
+        servers=(
+            ServerInfo(server_name='a "quoted" server', version="2.15.1", cluster="c\\1", domain="d\ne"),
+        ),
         streams=(
             *base.streams,
             stream(

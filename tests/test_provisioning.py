@@ -22,10 +22,10 @@ from exporter.demo.provisioning import (
     apply_platform,
     merged_filter_subjects,
 )
-from exporter.demo.subjects import subject_problem, subject_within, subjects_overlap
 from exporter.errors import ConfigError
 from exporter.jsapi import JetStreamApi
 from exporter.natsserver import NatsServerProcess, free_port
+from exporter.subjects import subject_problem, subject_within, subjects_overlap
 
 SPEC_STREAMS = {
     # name: (subjects, retention, max age in seconds, storage, replicas), from the spec's table

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from exporter.cli import positive_int
+from exporter.argtypes import positive_int
 from exporter.config import secrets_in, settings_from_args
 from exporter.connection import NatsConnectError, close_quietly, connect_nats
 from exporter.demo.chathandler import HandlerOptions

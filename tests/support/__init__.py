@@ -1,1 +1,1 @@
-"""Helpers shared by test modules, one module per concern."""
+"""Shared test helpers, one module per concern."""
