@@ -38,6 +38,7 @@ from exporter.advisories import (
     parse_advisory,
 )
 from exporter.histogram import Histogram
+from exporter.logs import StateLog
 from exporter.snapshot import (
     AckHistograms,
     AdvisoryCounts,
@@ -68,26 +69,6 @@ ACK_DELIVERIES_BUCKETS: Final = (1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0, 100.0)
 LOG_INTERVAL_SECONDS: Final = 300.0
 # The draining task lets the client read the socket after this many events.
 _BATCH = 64
-
-
-class _RateLimitedLog:
-    """Logs the first line of each key, then at most one per interval with a tally of those suppressed."""
-
-    def __init__(self, clock: Callable[[], float], interval: float) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._last_logged: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, message: str) -> None:
-        now = self._clock()
-        last = self._last_logged.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        suppressed = self._suppressed.pop(key, 0)
-        self._last_logged[key] = now
-        log.warning("%s%s", message, f" ({suppressed} more since the last report)" if suppressed else "")
 
 
 class _AckSamples:
@@ -121,7 +102,7 @@ class EventIntake:
         self._unknown_limit = unknown_limit
         self._latency_buckets = tuple(ack_latency_buckets)
         Histogram(self._latency_buckets)  # fail here, not on the first event, when the bounds are invalid
-        self._log = _RateLimitedLog(clock, log_interval)
+        self._log = StateLog(log, repeat_after=log_interval, clock=clock)
         self._known_streams: frozenset[StreamKey] = frozenset()
         self._known_consumers: frozenset[ConsumerKey] = frozenset()
         self._unknown: set[tuple[str, ...]] = set()
@@ -339,11 +320,17 @@ class EventIntake:
     def _count_malformed(self, kind: EventKind, subject: str, reason: str) -> None:
         self._malformed += 1
         # The subject is whoever published on it; bounded for the log line.
-        self._log.warning(kind.name, f"ignoring a malformed {kind.name} event on {subject[:200]}: {reason}")
+        self._warn(kind.name, f"ignoring a malformed {kind.name} event on {subject[:200]}: {reason}")
 
     def _drop(self, message: str) -> None:
         self._dropped += 1
-        self._log.warning("dropped", message)
+        self._warn("dropped", message)
+
+    def _warn(self, key: str, message: str) -> None:
+        """The first line of each key, then at most one per interval with a tally of those held back."""
+        held_back = self._log.suppressed(key)
+        tally = f" ({held_back} more since the last report)" if held_back else ""
+        self._log.enter("reported", logging.WARNING, "%s%s", message, tally, key=key)
 
     def _drop_unknown(self) -> None:
         self._drop(
