@@ -18,7 +18,7 @@ from dashboards.panels import (
     table_panel,
     timeseries_panel,
 )
-from dashboards.promql import consumer_series, per_second
+from dashboards.promql import consumer_series, consumer_threshold, per_second
 from dashboards.variables import account_variable, consumer_variable, datasource_variable, stream_variable
 
 UID = "nats-jetstream-consumers"
@@ -166,6 +166,55 @@ def lag_panels() -> list[PanelBuilder]:
     ]
 
 
+SINCE_LAST_ACK = f"time() - {consumer_series('nats_consumer_last_ack_timestamp_seconds')}"
+SINCE_LAST_DELIVERY = f"time() - {consumer_series('nats_consumer_last_delivery_timestamp_seconds')}"
+CONSUMER_JOIN = "on(job, instance, account, stream, consumer)"
+# Each value as a share of the consumer's own critical threshold, one series per check: 1 is where the
+# matching alert fires (all consumer checks fire at or above their threshold).
+SHARE_OF_THRESHOLD = " or ".join(
+    f'label_replace({value} / {CONSUMER_JOIN} {consumer_threshold(check)}, "check", "{check}", "", "")'
+    for check, value in (
+        ("unprocessed", PENDING),
+        ("outstanding_ack", ACK_PENDING),
+        ("redelivery", consumer_series("nats_consumer_redelivered_messages")),
+        ("waiting", consumer_series("nats_consumer_waiting_requests")),
+        ("last_delivery", f"({SINCE_LAST_DELIVERY})"),
+        ("last_ack", f"({SINCE_LAST_ACK})"),
+    )
+)
+
+
+def threshold_panels() -> list[PanelBuilder]:
+    return [
+        timeseries_panel(
+            "Consumers against their own thresholds",
+            "Each value the threshold alerts watch, as a share of the critical threshold the consumer's "
+            "own io.nats.monitor metadata sets (nats_consumer_threshold): pending / unprocessed-critical, "
+            "ack pending / outstanding-ack-critical, redelivered / redelivery-critical, waiting pulls / "
+            "waiting-critical, time since the last delivery and ack / last-delivery- and "
+            "last-ack-critical. At 100 % the matching NatsConsumer...Critical alert fires. Only "
+            "consumers with io.nats.monitor.enabled=true and the key set appear.",
+            Query(SHARE_OF_THRESHOLD, "{{stream}} / {{consumer}} {{check}}"),
+            unit=RATIO,
+            limit_line=((0.8, "orange"), (1.0, "red")),
+        ),
+        table_panel(
+            "Consumer thresholds",
+            "The critical thresholds each consumer's metadata sets, next to the current values. Empty "
+            "cells: no such threshold. Set them with `nats consumer edit STREAM CONSUMER --metadata "
+            "io.nats.monitor.KEY=VALUE` (docs/alerts.md).",
+            Column("Pending", PENDING, COUNT),
+            Column("Unprocessed threshold", consumer_threshold("unprocessed"), COUNT),
+            Column("Ack pending", ACK_PENDING, COUNT),
+            Column("Outstanding ack threshold", consumer_threshold("outstanding_ack"), COUNT),
+            Column("Since last ack", SINCE_LAST_ACK, SECONDS),
+            Column("Last ack threshold", consumer_threshold("last_ack"), SECONDS),
+            label_columns=("account", "stream", "consumer"),
+            sort_by="Pending",
+        ),
+    ]
+
+
 def processing_panels() -> list[PanelBuilder]:
     return [
         timeseries_panel(
@@ -195,6 +244,7 @@ def build_dashboard() -> Dashboard:
         sections=[
             ("Backlog and acknowledgements", backlog_panels()),
             ("Lag", lag_panels()),
+            ("Thresholds from metadata", threshold_panels()),
             ("Processing time", processing_panels()),
         ],
     )

@@ -30,10 +30,11 @@ from exporter.jsapi import DeniedSubjects
 from exporter.logs import StateLog
 from exporter.memory import fix_mmap_threshold
 from exporter.metrics import Renderer
+from exporter.scope import ScopedSource
 from exporter.server import Body, Exposition, ExpositionCache, build_web_app
 from exporter.settings import Settings, split_listen_address
 from exporter.snapshot import ExporterHealth, Snapshot
-from exporter.source import CollectionError, JetStreamSource
+from exporter.source import CollectionError
 from exporter.stages import Stage, StageTimings
 from exporter.supervisor import ConnectionSupervisor
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotSource(Protocol):
-    """What the collection loop reads a cycle from (``JetStreamSource``, one per connection)."""
+    """What the collection loop reads a cycle from (``ScopedSource``: one account, or the whole cluster)."""
 
     async def fetch_snapshot(self, previous: Snapshot | None, timings: StageTimings) -> Snapshot: ...
 
@@ -73,7 +74,7 @@ class ExporterApp:
         self,
         settings: Settings,
         *,
-        source: SourceFactory = JetStreamSource,
+        source: SourceFactory = ScopedSource,
         renderer: Renderer | None = None,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
@@ -266,7 +267,7 @@ class ExporterApp:
         self._last_success = self._clock()
         if self._advisories is None:
             account = snapshot.accounts[0].account if snapshot.accounts else "$G"
-            self._advisories = EventIntake(account)
+            self._advisories = EventIntake(account, ack_latency_buckets=self._settings.ack_latency.buckets)
         # Every cycle: a no-op while subscribed, a retry after a failed subscription.
         await self._subscribe_advisories()
         return None

@@ -168,4 +168,12 @@ def summary(settings: Settings, *, config_file: str | None) -> list[tuple[str, s
     """Every effective setting as (dotted key, value) rows; secrets show only as being set."""
     rows = [("config file", config_file or "none")]
     rows += [(setting.key, setting.show(field_value(settings, setting.field))) for setting in SETTINGS]
+    rows.append(("scope in use", scope_in_use(settings)))
     return rows
+
+
+def scope_in_use(settings: Settings) -> str:
+    """The collection scope as far as it can be told without connecting."""
+    if settings.collection.scope != "auto":
+        return settings.collection.scope
+    return "decided when connected: cluster for a system-account user, else account"

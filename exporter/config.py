@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from exporter.durations import format_duration
 from exporter.errors import ConfigError
+from exporter.monitoring import label_collisions
 from exporter.settings import NatsTls, Secret, Settings
 from exporter.settingstable import ENV_KEYS, ENV_PREFIX, LOG_FORMATS, LOG_LEVELS, SETTINGS, Setting
 from exporter.valuekinds import InvalidValueError, RawValue
@@ -178,6 +179,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     _check_auth(settings, layers)
     _check_collection(settings, layers)
     _check_tls_material(settings.nats.tls, layers)
+    _check_metadata_labels(settings, layers)
     return settings
 
 
@@ -214,6 +216,13 @@ def _check_collection(settings: Settings, layers: _Layers) -> None:
             "collection.request_timeout",
             f"the request timeout ({format_duration(collection.request_timeout_seconds)}) must not be longer "
             f"than collection.deadline ({format_duration(deadline)}, {layers.source('collection.deadline')})",
+        )
+
+
+def _check_metadata_labels(settings: Settings, layers: _Layers) -> None:
+    for name, keys in label_collisions(settings.labels.from_metadata).items():
+        raise layers.error(
+            "labels.from_metadata", f"keys {', '.join(map(repr, keys))} would all become the label {name}"
         )
 
 

@@ -39,6 +39,7 @@ from exporter.advisories import (
 )
 from exporter.histogram import Histogram
 from exporter.logs import StateLog
+from exporter.settings import DEFAULT_ACK_LATENCY_BUCKETS
 from exporter.snapshot import (
     AckHistograms,
     AdvisoryCounts,
@@ -59,10 +60,6 @@ UNKNOWN_ENTITIES_LIMIT: Final = 1_000
 # than that, or the client drops events itself, uncounted here (it reports a slow consumer instead).
 CLIENT_PENDING_MSGS_LIMIT: Final = 65_536
 CLIENT_PENDING_BYTES_LIMIT: Final = 32 * 1024 * 1024
-# Upper bounds of nats_consumer_ack_latency_seconds, 5 ms to 5 minutes.
-DEFAULT_ACK_LATENCY_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-)  # fmt: skip
 # Upper bounds of nats_consumer_ack_deliveries: how many tries an acknowledged message took.
 ACK_DELIVERIES_BUCKETS: Final = (1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0, 100.0)
 # A malformed or dropped event is logged at most this often per kind; the rest only add to the counters.

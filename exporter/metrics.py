@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.monitoring import metadata_label_names
 from exporter.snapshot import (
     AccountState,
     AckHistograms,
@@ -41,6 +42,7 @@ from exporter.snapshot import (
     Snapshot,
     StreamEventCounts,
     StreamState,
+    Threshold,
 )
 from exporter.stages import TIMED_STAGES, Stage
 
@@ -104,6 +106,9 @@ class Family(Generic[_E]):
     info_labels: tuple[str, ...] = ()  # *_info families: labels carrying identity, value always 1
     info_values: Callable[[_E], tuple[str, ...]] | None = None
     note: str = ""  # for the reference: why a family beyond ../design/METRICS.md exists
+    # *_info of streams and consumers: the values of the labels.from_metadata keys, one label each (the
+    # snapshot names the keys)
+    metadata_values: Callable[[_E], tuple[str, ...]] | None = None
 
     @property
     def help(self) -> str:
@@ -120,6 +125,19 @@ class Family(Generic[_E]):
 
     def info_label_values(self, entity: _E) -> tuple[str, ...]:
         return () if self.info_values is None else self.info_values(entity)
+
+    def labels_in(self, sources: Sources) -> tuple[str, ...]:
+        """The labels of this family's series in one render: ``labels`` plus any metadata labels."""
+        if self.metadata_values is None or sources.snapshot is None:
+            return self.labels
+        return self.labels + metadata_label_names(sources.snapshot.metadata_label_keys)
+
+    def extra_label_values(self, entity: _E) -> tuple[str, ...]:
+        """Info and metadata label values of one series, in the order of ``labels_in``."""
+        values = self.info_label_values(entity)
+        if self.metadata_values is not None:
+            values += self.metadata_values(entity)
+        return values
 
 
 def _one(_entity: object) -> float:
@@ -138,6 +156,7 @@ _STREAM = "Streams"
 _CONSUMER = "Consumers"
 _FAILURES = "Delivery failures and dead letters"
 _CLUSTER = "Whole cluster"
+_THRESHOLDS = "Thresholds from io.nats.monitor metadata"
 
 BUILD: Scope[BuildInfo] = Scope(_EXPORTER, (), lambda src: (src.build,), lambda _b: ())
 HEALTH: Scope[ExporterHealth] = Scope(_EXPORTER, (), lambda src: (src.health,), lambda _h: ())
@@ -201,6 +220,52 @@ CONSUMER: Scope[ConsumerState] = Scope(
     ("account", "stream", "consumer"),
     lambda src: () if src.snapshot is None else src.snapshot.consumers,
     lambda c: (c.account, c.stream, c.name),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamThreshold:
+    stream: StreamState
+    threshold: Threshold
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerThreshold:
+    consumer: ConsumerState
+    threshold: Threshold
+
+
+def _stream_thresholds(src: Sources) -> Iterator[StreamThreshold]:
+    if src.snapshot is not None:
+        for stream in src.snapshot.streams:
+            for threshold in stream.thresholds:
+                yield StreamThreshold(stream, threshold)
+
+
+def _consumer_thresholds(src: Sources) -> Iterator[ConsumerThreshold]:
+    if src.snapshot is not None:
+        for consumer in src.snapshot.consumers:
+            for threshold in consumer.thresholds:
+                yield ConsumerThreshold(consumer, threshold)
+
+
+STREAM_THRESHOLD: Scope[StreamThreshold] = Scope(
+    _THRESHOLDS,
+    ("account", "stream", "check", "severity"),
+    _stream_thresholds,
+    lambda t: (t.stream.account, t.stream.name, t.threshold.check, t.threshold.severity),
+)
+CONSUMER_THRESHOLD: Scope[ConsumerThreshold] = Scope(
+    _THRESHOLDS,
+    ("account", "stream", "consumer", "check", "severity"),
+    _consumer_thresholds,
+    lambda t: (
+        t.consumer.account,
+        t.consumer.stream,
+        t.consumer.name,
+        t.threshold.check,
+        t.threshold.severity,
+    ),
 )
 
 
@@ -573,6 +638,7 @@ FAMILIES: tuple[Family[Any], ...] = (
         "Always 1; the labels describe the stream and name its current leader", _one,
         info_labels=("storage", "retention", "replicas", "leader"),
         info_values=lambda s: (s.storage, s.retention, str(s.replicas), s.leader),
+        metadata_values=lambda s: s.metadata_labels,
     ),
     # consumers
     Family(
@@ -649,6 +715,7 @@ FAMILIES: tuple[Family[Any], ...] = (
             _flag(c.durable), _flag(c.pull), c.ack_policy, c.deliver_policy, ",".join(c.filter_subjects),
             c.leader,
         ),
+        metadata_values=lambda c: c.metadata_labels,
     ),
     # delivery failures and dead letters
     Family(
@@ -723,6 +790,21 @@ FAMILIES: tuple[Family[Any], ...] = (
         "StreamState.first_ts of the dead-letter stream", "Unix time of the oldest dead letter stored",
         lambda d: d.first_ts, absent_when="the stream is empty or missing",
     ),
+    # thresholds from metadata
+    Family(
+        "nats_stream_threshold", GAUGE, STREAM_THRESHOLD, "StreamConfig.metadata io.nats.monitor.*",
+        "A threshold the stream's own monitoring metadata sets, for the check named by the check label "
+        "(msgs, subjects_max, subjects_min, lag, seen, sources_min, sources_max, peers, peer_lag, "
+        "peer_seen); durations in seconds", lambda t: t.threshold.value,
+        absent_when="io.nats.monitor.enabled is not true, or the key is unset, 0 or less, or unreadable",
+    ),
+    Family(
+        "nats_consumer_threshold", GAUGE, CONSUMER_THRESHOLD, "ConsumerConfig.metadata io.nats.monitor.*",
+        "A threshold the consumer's own monitoring metadata sets, for the check named by the check label "
+        "(outstanding_ack, waiting, unprocessed, last_delivery, last_ack, redelivery); durations in seconds",
+        lambda t: t.threshold.value,
+        absent_when="io.nats.monitor.enabled is not true, or the key is unset, 0 or less, or unreadable",
+    ),
 )
 # fmt: on
 
@@ -771,7 +853,10 @@ def _label_block(names: tuple[str, ...], values: tuple[str, ...]) -> str:
 
 
 def _series(
-    family: Family[Any], entries: Sequence[tuple[Any, tuple[str, ...]]], scope_blocks: list[str]
+    family: Family[Any],
+    entries: Sequence[tuple[Any, tuple[str, ...]]],
+    scope_blocks: list[str],
+    sources: Sources,
 ) -> tuple[list[str], list[Any]]:
     """The family's label blocks (one per entity) and values (None: no series for that entity)."""
     value_of = family.value
@@ -779,8 +864,8 @@ def _series(
     if not family.info_labels:
         return scope_blocks, values
     # *_info: identity labels differ per family, so the blocks are the family's own.
-    labels, info_values = family.labels, family.info_label_values
-    blocks = [_label_block(labels, label_values + info_values(entity)) for entity, label_values in entries]
+    labels, extra_values = family.labels_in(sources), family.extra_label_values
+    blocks = [_label_block(labels, label_values + extra_values(entity)) for entity, label_values in entries]
     return blocks, values
 
 
@@ -879,7 +964,7 @@ class Renderer:
             if entries is None:
                 entries = entries_by_scope[key] = sorted_series(family.scope, sources)
                 blocks_by_scope[key] = [_label_block(family.scope.labels, values) for _, values in entries]
-            blocks, values = _series(family, entries, blocks_by_scope[key])
+            blocks, values = _series(family, entries, blocks_by_scope[key], sources)
             last = self._last.get(family.name)
             if last is not None and last.blocks == blocks and last.values == values:
                 current = last
@@ -927,12 +1012,13 @@ class SnapshotCollector:
     def collect(self) -> Iterator[Metric]:
         for family in FAMILIES:
             metric: GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
+            labels = family.labels_in(self._sources)
             if family.type == COUNTER:
-                metric = CounterMetricFamily(family.name, family.help, labels=family.labels)
+                metric = CounterMetricFamily(family.name, family.help, labels=labels)
             elif family.type == HISTOGRAM:
-                metric = HistogramMetricFamily(family.name, family.help, labels=family.labels)
+                metric = HistogramMetricFamily(family.name, family.help, labels=labels)
             else:
-                metric = GaugeMetricFamily(family.name, family.help, labels=family.labels)
+                metric = GaugeMetricFamily(family.name, family.help, labels=labels)
             for entity, values in sorted_series(family.scope, self._sources):
                 value = family.value(entity)
                 if isinstance(value, HistogramData):
@@ -940,6 +1026,6 @@ class SnapshotCollector:
                     metric.add_metric(list(values), histogram_buckets(value), value.sum)
                 elif value is not None:
                     assert not isinstance(metric, HistogramMetricFamily)  # noqa: S101 (narrows the type)
-                    metric.add_metric(list(values + family.info_label_values(entity)), value)
+                    metric.add_metric(list(values + family.extra_label_values(entity)), value)
             if metric.samples:
                 yield metric

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from exporter.monitoring import consumer_monitoring, metadata_label_values, stream_monitoring
 from exporter.snapshot import AccountState, ConsumerState, DeadLetterState, StreamState
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -78,11 +79,18 @@ def parse_account_state(reply: Mapping[str, Any], account: str) -> AccountState:
     )
 
 
-def parse_stream_state(info: Mapping[str, Any], account: str) -> StreamState:
-    """One ``StreamInfo`` (from STREAM.LIST or STREAM.INFO) -> StreamState."""
+def parse_stream_state(
+    info: Mapping[str, Any], account: str, label_keys: tuple[str, ...] = ()
+) -> StreamState:
+    """One ``StreamInfo`` (from STREAM.LIST or STREAM.INFO) -> StreamState.
+
+    ``label_keys``: the metadata keys whose values become labels (``labels.from_metadata``).
+    """
     config = info["config"]
     state = info["state"]
     cluster = info.get("cluster") or {}
+    metadata = config.get("metadata")
+    monitoring = stream_monitoring(metadata)
     return StreamState(
         account=account,
         name=config["name"],
@@ -105,6 +113,9 @@ def parse_stream_state(info: Mapping[str, Any], account: str) -> StreamState:
         num_deleted=int(state.get("num_deleted", 0)),
         consumer_count=int(state.get("consumer_count", 0)),
         leader=cluster.get("leader", ""),
+        thresholds=monitoring.thresholds,
+        metadata_problems=monitoring.problems,
+        metadata_labels=metadata_label_values(metadata, label_keys),
     )
 
 
@@ -117,13 +128,17 @@ def filter_subjects_of(config: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(subjects)
 
 
-def parse_consumer_state(info: Mapping[str, Any], account: str) -> ConsumerState:
+def parse_consumer_state(
+    info: Mapping[str, Any], account: str, label_keys: tuple[str, ...] = ()
+) -> ConsumerState:
     """One ``ConsumerInfo`` (from CONSUMER.LIST or CONSUMER.INFO) -> ConsumerState.
 
     ``lag_seconds`` is 0.0 when nothing is outstanding (nothing to look up), else None: the source
-    measures it with a message look-up.
+    measures it with a message look-up. ``label_keys`` as for streams.
     """
     config = info["config"]
+    metadata = config.get("metadata")
+    monitoring = consumer_monitoring(metadata)
     delivered = info.get("delivered") or {}
     ack_floor = info.get("ack_floor") or {}
     cluster = info.get("cluster") or {}
@@ -154,6 +169,9 @@ def parse_consumer_state(info: Mapping[str, Any], account: str) -> ConsumerState
         paused=bool(info.get("paused", False)),
         leader=cluster.get("leader", ""),
         lag_seconds=0.0 if num_pending == 0 and num_ack_pending == 0 else None,
+        thresholds=monitoring.thresholds,
+        metadata_problems=monitoring.problems,
+        metadata_labels=metadata_label_values(metadata, label_keys),
     )
 
 

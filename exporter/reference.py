@@ -39,6 +39,9 @@ contract of `../shared/design/METRICS.md`; the families beyond it are listed at 
   the `*_info` series, whose value is always 1, so a leader election does not start new series. Join them in
   when needed:
   `nats_consumer_ack_pending * on(account, stream, consumer) group_left(leader) nats_consumer_info`.
+  Stream and consumer metadata keys listed in `labels.from_metadata` add one label each to
+  `nats_stream_info` and `nats_consumer_info` only, named `metadata_<key>` (characters outside
+  `[a-zA-Z0-9_]` become `_`), empty when the object lacks the key.
 - **Absent series.** A limit the server reports as unlimited, a timestamp of something that has not happened
   yet (the first message, delivery, acknowledgement) and a lag that was not measured this cycle are left out,
   never exported as -1 or 0. The column "Absent when" says when. A stream or consumer deleted on the server

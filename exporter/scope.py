@@ -15,7 +15,12 @@ import logging
 import nats.errors
 from nats.aio.client import Client
 
+from exporter.cluster_source import ClusterSource
+from exporter.jsapi import DeniedSubjects
 from exporter.settings import Settings
+from exporter.snapshot import Snapshot
+from exporter.source import CollectionError, JetStreamSource
+from exporter.stages import Stage, StageTimings
 
 logger = logging.getLogger(__name__)
 
@@ -79,3 +84,37 @@ async def choose_scope(nc: Client, settings: Settings) -> str:
             "the system account" if system else f"account {name!r}" if name else "an ordinary account",
         )
     return scope
+
+
+class ScopedSource:
+    """The source of one connection: its scope is chosen on the first cycle, then it reads with it.
+
+    A scope that cannot work (see ``choose_scope``) fails each cycle at the connect stage, with the
+    message saying what to change, until the configuration or the user is fixed.
+    """
+
+    def __init__(self, nc: Client, settings: Settings, denied: DeniedSubjects | None = None) -> None:
+        self._nc = nc
+        self._settings = settings
+        self._denied = denied
+        self._source: JetStreamSource | ClusterSource | None = None
+
+    @property
+    def scope(self) -> str | None:
+        """``account`` or ``cluster`` once chosen; None before the first cycle."""
+        if self._source is None:
+            return None
+        return CLUSTER if isinstance(self._source, ClusterSource) else ACCOUNT
+
+    async def fetch_snapshot(self, previous: Snapshot | None, timings: StageTimings) -> Snapshot:
+        if self._source is None:
+            try:
+                scope = await choose_scope(self._nc, self._settings)
+            except ScopeError as exc:
+                raise CollectionError(Stage.CONNECT, str(exc)) from None
+            self._source = (
+                ClusterSource(self._nc, self._settings)
+                if scope == CLUSTER
+                else JetStreamSource(self._nc, self._settings, self._denied)
+            )
+        return await self._source.fetch_snapshot(previous, timings)

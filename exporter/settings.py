@@ -121,7 +121,9 @@ class MetricsSettings:
 
 @dataclass(frozen=True, slots=True)
 class LabelSettings:
-    from_metadata: tuple[str, ...] = ()  # stream/consumer metadata keys exported as labels
+    # Stream and consumer metadata keys exported as labels of nats_stream_info and nats_consumer_info
+    # (named metadata_<key>, see exporter.monitoring.metadata_label_name).
+    from_metadata: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,15 @@ class AccountState:
 
 
 @dataclass(frozen=True, slots=True)
+class Threshold:
+    """One ``io.nats.monitor.*`` threshold of a stream or consumer (see exporter.monitoring)."""
+
+    check: str  # what is compared: msgs, subjects_max, lag, ..., outstanding_ack, last_ack, ...
+    severity: str  # "warning" | "critical"
+    value: float  # a count, or seconds for durations
+
+
+@dataclass(frozen=True, slots=True)
 class StreamState:
     """One stream: ``StreamInfo.config`` limits and ``StreamInfo.state``."""
 
@@ -100,6 +109,11 @@ class StreamState:
     consumer_count: int
     # cluster
     leader: str = ""
+    # metadata: io.nats.monitor.* thresholds, unreadable monitoring values (messages), and the values of the
+    # keys configured as labels (labels.from_metadata, in that order; "" when absent)
+    thresholds: tuple[Threshold, ...] = ()
+    metadata_problems: tuple[str, ...] = ()
+    metadata_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +148,10 @@ class ConsumerState:
     # Age of the oldest unacknowledged message at collection time; 0.0 when nothing is outstanding;
     # None when it was not measured this cycle (look-up cap reached, or the look-up failed).
     lag_seconds: float | None = None
+    # metadata, as for streams
+    thresholds: tuple[Threshold, ...] = ()
+    metadata_problems: tuple[str, ...] = ()
+    metadata_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +229,8 @@ class Snapshot:
     jetstream_servers: tuple[ServerJetStreamState, ...] = ()
     meta_cluster: MetaClusterState | None = None
     servers_responded: int | None = None
+    # labels.from_metadata: the metadata keys whose values the streams and consumers carry as labels
+    metadata_label_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,6 +156,8 @@ class JetStreamSource:
         # Logged on change only; the collection loop counts every failing cycle in a metric.
         self._partial_stage_log = StateLog(logger, initial="ok")
         self._lag_cursor = 0
+        self._label_keys = settings.labels.from_metadata
+        self._logged_metadata_problems: frozenset[str] = frozenset()
 
     async def fetch_snapshot(
         self, previous: Snapshot | None, timings: StageTimings | None = None
@@ -183,15 +185,19 @@ class JetStreamSource:
         consumers.sort(key=lambda consumer: (consumer.stream, consumer.name))
         partial = {Stage.DLQ: dead_letters_error, Stage.LAG: lags.error}
         self._log_partial_state_changes(partial)
+        streams = tuple(inventory.streams[name] for name in sorted(inventory.streams))
+        if self._log_metadata_problems(streams, consumers):
+            partial[Stage.METADATA] = "unreadable io.nats.monitor metadata"
         return Snapshot(
             collected_at=collected_at,
             servers=() if server is None else (server,),
             accounts=(account_state,),
-            streams=tuple(inventory.streams[name] for name in sorted(inventory.streams)),
+            streams=streams,
             consumers=tuple(consumers),
             dead_letters=dead_letters,
             lag_lookups_skipped=lags.skipped,
             partial_errors=tuple(stage for stage, error in partial.items() if error is not None),
+            metadata_label_keys=self._label_keys,
         )
 
     # --- requests ---------------------------------------------------------------------------------
@@ -266,7 +272,7 @@ class JetStreamSource:
                             name = info["config"]["name"]
                             if name in inventory.streams or not selected(name):
                                 continue
-                            inventory.streams[name] = parse_stream_state(info, account)
+                            inventory.streams[name] = parse_stream_state(info, account, self._label_keys)
                             listings[name] = group.create_task(self._fetch_consumers(name, account, timings))
                     unavailable_streams.extend(page.unavailable)
                     offset += page.received
@@ -308,7 +314,7 @@ class JetStreamSource:
                 for info in page.items:
                     name = info["name"]
                     if name not in consumers and selected(name):
-                        consumers[name] = parse_consumer_state(info, account)
+                        consumers[name] = parse_consumer_state(info, account, self._label_keys)
             unavailable.extend(page.unavailable)
             offset += page.received
             if not page.received or offset >= page.total:
@@ -493,6 +499,24 @@ class JetStreamSource:
                 raise _StreamGoneError from None
             raise
         return parse_message_get(reply)
+
+    def _log_metadata_problems(
+        self, streams: Sequence[StreamState], consumers: Sequence[ConsumerState]
+    ) -> bool:
+        """Log each unreadable monitoring value once, while it stays; True when there is any this cycle."""
+        problems = {
+            f"stream {stream.name!r}: {problem}" for stream in streams for problem in stream.metadata_problems
+        }
+        problems.update(
+            f"consumer {consumer.stream!r}/{consumer.name!r}: {problem}"
+            for consumer in consumers
+            for problem in consumer.metadata_problems
+        )
+        for problem in sorted(problems - self._logged_metadata_problems):
+            logger.warning("ignoring unreadable monitoring metadata of %s", problem)
+        # Only the current ones are remembered: a value fixed and broken again is logged again.
+        self._logged_metadata_problems = frozenset(problems)
+        return bool(problems)
 
     def _log_partial_state_changes(self, partial: Mapping[Stage, str | None]) -> None:
         for stage, error in partial.items():

@@ -23,6 +23,7 @@ class Stage(StrEnum):
     DLQ = "dlq"
     LAG = "lag"
     SERVERS = "servers"
+    METADATA = "metadata"
     ADVISORIES = "advisories"
     TIMEOUT = "timeout"
     COLLECT = "collect"
@@ -34,7 +35,8 @@ class Stage(StrEnum):
 
 
 _MEANINGS: Mapping[Stage, str] = {
-    Stage.CONNECT: "NATS unreachable or authentication refused",
+    Stage.CONNECT: "NATS unreachable, authentication refused, or the user cannot collect the configured "
+    "scope",
     Stage.ACCOUNT: "the account's JetStream info ($JS.API.INFO) failed or timed out",
     Stage.STREAMS: "listing streams failed or timed out",
     Stage.CONSUMERS: "listing a stream's consumers failed or timed out",
@@ -42,6 +44,8 @@ _MEANINGS: Mapping[Stage, str] = {
     Stage.LAG: "an oldest-unacknowledged-message look-up failed (partial: the rest of the data is kept)",
     Stage.SERVERS: "cluster scope: no server's JetStream report ($SYS.REQ.SERVER.PING.JSZ) arrived, or one "
     "was unusable (partial: the other servers' data is kept)",
+    Stage.METADATA: "an io.nats.monitor metadata value could not be read and is ignored (partial: logged "
+    "once, the rest of the data is kept)",
     Stage.ADVISORIES: "the advisory subscription failed, so delivery-failure counters pause",
     Stage.TIMEOUT: "the whole cycle overran its deadline",
     Stage.COLLECT: "an unexpected error in the exporter (a bug: the log has the traceback)",

@@ -117,8 +117,17 @@ def test_check_config_prints_a_summary_without_secrets(tmp_path, capsys, monkeyp
     assert rows["filters.streams.exclude"] == "'.*_STREAM'"
     assert rows["dead_letter_streams"] == "AI_DLQ"
     assert rows["ack_latency.buckets"].startswith("5ms, 10ms, 25ms")
+    assert rows["scope in use"].startswith("decided when connected: cluster for a system-account user")
     # Every setting of the table is printed, each on its own line.
-    assert set(rows) == {"config file"} | {setting.key for setting in SETTINGS}
+    assert set(rows) == {"config file", "scope in use"} | {setting.key for setting in SETTINGS}
+
+
+def test_check_config_names_a_scope_that_is_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(f"{ENV_PREFIX}SCOPE", "cluster")
+    assert run_cli(["check-config"]) == 0
+    assert summary_rows(capsys.readouterr().out)["scope in use"] == "cluster"
 
 
 def summary_rows(out: str) -> dict[str, str]:

@@ -837,3 +837,9 @@ def test_a_value_given_to_a_secret_is_never_quoted(tmp_path, capsys, value):
     err = check_config_fails(capsys, ["--config", str(config)])
     assert f"{config}: nats.token: expected a string, got " in err
     assert value not in err
+
+
+def test_metadata_keys_that_would_become_one_label_are_refused():
+    env = {f"{ENV_PREFIX}LABELS_FROM_METADATA": "a.b,a-b"}
+    with pytest.raises(ConfigError, match="would all become the label metadata_a_b"):
+        load(env=env)

@@ -26,7 +26,7 @@ from exporter.app import ExporterApp
 from exporter.connection import connect_nats
 from exporter.intake import EventIntake
 from exporter.natsserver import NatsServerProcess
-from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
+from exporter.settings import AckLatencySettings, CollectionSettings, NatsSettings, Settings, WebSettings
 
 ACCOUNT = "$G"
 STREAM, CONSUMER = "ORDERS", "worker"
@@ -322,3 +322,43 @@ async def test_sampled_acks_of_a_real_consumer_fill_the_histograms(publisher, ex
     assert histograms.latency_seconds.sum > 0
     assert histograms.deliveries.cumulative_counts[:2] == (2, 3)  # two at the first try, one at the second
     assert intake.malformed == 0
+
+
+async def test_the_exporter_exports_sampled_acks_with_the_configured_buckets(nats_server, publisher):
+    await create_orders(publisher, sample_freq="100%")
+    settings = Settings(
+        nats=NatsSettings(servers=(nats_server.url,), connect_timeout_seconds=1.0),
+        web=WebSettings(listen_address="127.0.0.1:0"),
+        collection=CollectionSettings(interval_seconds=0.5, deadline_seconds=2.0),
+        ack_latency=AckLatencySettings(buckets=(0.5, 60.0)),
+    )
+    app = ExporterApp(settings)
+    await app.start()
+    labels = {"account": ACCOUNT, "stream": STREAM, "consumer": CONSUMER}
+    try:
+        await wait_for(lambda: up_is_one(app.port), timeout=20, message="the first collection")
+        await publisher.jetstream().publish("orders.1", b"order")
+        sub = await publisher.jetstream().pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
+        (msg,) = await sub.fetch(1, timeout=5)
+        await msg.ack_sync()
+
+        async def sampled() -> bool:
+            _, samples = await scrape(app.port)
+            return sample(samples, "nats_consumer_ack_latency_seconds_count", **labels) == 1
+
+        await wait_for(sampled, timeout=20, message="the sampled acknowledgement exported")
+        _, samples = await scrape(app.port)
+        bounds = {
+            dict(series)["le"]
+            for name, series in samples
+            if name == "nats_consumer_ack_latency_seconds_bucket"
+        }
+        assert bounds == {"0.5", "60.0", "+Inf"}
+        assert sample(samples, "nats_consumer_ack_deliveries_bucket", **labels, le="1.0") == 1
+    finally:
+        await app.stop()
+
+
+async def up_is_one(port: int) -> bool:
+    status, samples = await scrape(port)
+    return status == 200 and sample(samples, "nats_up") == 1

@@ -25,7 +25,7 @@ from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
 from exporter.histogram import Histogram
-from exporter.intake import ACK_DELIVERIES_BUCKETS, DEFAULT_ACK_LATENCY_BUCKETS
+from exporter.intake import ACK_DELIVERIES_BUCKETS
 from exporter.metrics import (
     FAMILIES,
     BuildInfo,
@@ -37,6 +37,7 @@ from exporter.metrics import (
     format_value,
     render_exposition,
 )
+from exporter.settings import DEFAULT_ACK_LATENCY_BUCKETS
 from exporter.snapshot import (
     AccountState,
     AckHistograms,
@@ -51,6 +52,7 @@ from exporter.snapshot import (
     Snapshot,
     StreamEventCounts,
     StreamState,
+    Threshold,
 )
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -157,6 +159,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "nats_dlq_messages": ("gauge", ("account", "stream", "subject")),
     "nats_dlq_oldest_message_timestamp_seconds": ("gauge", ("account", "stream")),
+    "nats_stream_threshold": ("gauge", ("account", "stream", "check", "severity")),
+    "nats_consumer_threshold": ("gauge", ("account", "stream", "consumer", "check", "severity")),
     # beyond METRICS.md (issue 3)
     "nats_dlq_stream_present": ("gauge", ("account", "stream")),
     "nats_exporter_lag_lookups_skipped": ("gauge", ()),
@@ -208,6 +212,7 @@ def stream(name: str, **changes: object) -> StreamState:
         num_deleted=0,
         consumer_count=0,
         leader="nats-a",
+        metadata_labels=("", ""),  # the golden snapshot's labels.from_metadata: team, owner
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -236,6 +241,7 @@ def consumer(stream_name: str, name: str, **changes: object) -> ConsumerState:
         ack_floor_stream_seq=0,
         ack_floor_last_active=None,
         leader="nats-a",
+        metadata_labels=("", ""),
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -258,6 +264,8 @@ def golden_snapshot() -> Snapshot:
         num_subjects=7,
         num_deleted=2,
         consumer_count=2,
+        thresholds=(Threshold("msgs", "critical", 1), Threshold("subjects_max", "warning", 500)),
+        metadata_labels=("companions", ""),
     )
     pipeline = stream(
         "AI_PIPELINE",
@@ -301,6 +309,8 @@ def golden_snapshot() -> Snapshot:
         ack_floor_stream_seq=38,
         ack_floor_last_active=T0 - 3.0,
         lag_seconds=42.5,
+        thresholds=(Threshold("outstanding_ack", "critical", 500), Threshold("last_ack", "critical", 300)),
+        metadata_labels=("companions", "chat-team"),
     )
     idle = consumer(
         "AI_PIPELINE",
@@ -375,6 +385,7 @@ def golden_snapshot() -> Snapshot:
             ),
         ),
         servers_responded=1,
+        metadata_label_keys=("team", "owner"),
     )
 
 
@@ -512,15 +523,9 @@ def test_volatile_identity_only_on_info_series() -> None:
     text = render(golden_snapshot(), golden_health())
     for name, labels in samples_by_series(text):
         if not name.endswith("_info"):
-            assert {label for label, _ in labels} <= {
-                "account",
-                "stream",
-                "consumer",
-                "subject",
-                "stage",
-                "le",
-                "server",
-            }, name
+            entity_labels = {"account", "stream", "consumer", "subject", "stage", "check", "severity", "le"}
+            entity_labels.add("server")  # per-server and per-peer series
+            assert {label for label, _ in labels} <= entity_labels, name
     elected = golden_snapshot()
     elected = dataclasses.replace(
         elected,
@@ -542,6 +547,8 @@ def test_volatile_identity_only_on_info_series() -> None:
             retention="limits",
             replicas="1",
             leader="nats-c",
+            metadata_team="",
+            metadata_owner="",
         )
         == 1
     )
@@ -605,8 +612,13 @@ def test_stream_values_read_back_equal_the_snapshot() -> None:
             "retention": s.retention,
             "replicas": str(s.replicas),
             "leader": s.leader,
+            "metadata_team": s.metadata_labels[0],
+            "metadata_owner": s.metadata_labels[1],
         }
         assert value(series, "nats_stream_info", **info) == 1
+        for threshold in s.thresholds:
+            check = {"check": threshold.check, "severity": threshold.severity}
+            assert value(series, "nats_stream_threshold", **labels, **check) == threshold.value
 
 
 def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
@@ -645,8 +657,13 @@ def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
             "deliver_policy": c.deliver_policy,
             "filter_subjects": ",".join(c.filter_subjects),
             "leader": c.leader,
+            "metadata_team": c.metadata_labels[0],
+            "metadata_owner": c.metadata_labels[1],
         }
         assert value(series, "nats_consumer_info", **info) == 1
+        for threshold in c.thresholds:
+            check = {"check": threshold.check, "severity": threshold.severity}
+            assert value(series, "nats_consumer_threshold", **labels, **check) == threshold.value
     for d in snapshot.dead_letters:
         labels = {"account": d.account, "stream": d.stream}
         assert value(series, "nats_dlq_stream_present", **labels) == (1 if d.exists else 0)

@@ -22,11 +22,12 @@ class SteppingTimer:
 
 def test_every_stage_has_a_meaning_and_a_label() -> None:
     assert [str(stage) for stage in Stage] == [
-        "connect", "account", "streams", "consumers", "dlq", "lag", "servers", "advisories", "timeout",
+        "connect", "account", "streams", "consumers", "dlq", "lag", "servers", "metadata", "advisories",
+        "timeout",
         "collect",
     ]  # fmt: skip
     assert all(stage.meaning for stage in Stage)
-    assert describe_stages((Stage.CONNECT,)) == "connect (NATS unreachable or authentication refused)"
+    assert describe_stages((Stage.DLQ,)) == f"dlq ({Stage.DLQ.meaning})"
 
 
 def test_a_stage_entered_several_times_spans_from_first_start_to_last_end() -> None:

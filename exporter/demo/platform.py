@@ -7,13 +7,14 @@ without reading a traceback. Optional keys default to the server's own defaults,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from exporter.errors import ConfigError
+from exporter.monitoring import Monitoring, consumer_monitoring, stream_monitoring
 from exporter.settings import validate_stream_name
 from exporter.subjects import subject_problem, subject_within, subjects_overlap
 from exporter.yamlfiles import DocumentReader, describe_type, did_you_mean, parse_yaml, quoted, read_yaml_file
@@ -37,6 +38,7 @@ class StreamSpec:
     max_age_seconds: float = 0.0  # 0: unlimited, as the server counts it
     storage: str = "file"
     replicas: int = 1
+    metadata: tuple[tuple[str, str], ...] = ()  # e.g. team, io.nats.monitor.* thresholds
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class ConsumerSpec:
     ack_wait_seconds: float = 30.0
     max_deliver: int = -1  # -1: unlimited, as the server counts it
     deliver_policy: str = "all"
+    metadata: tuple[tuple[str, str], ...] = ()
     sample_percent: int = 0  # sample_freq: share of acknowledgements the server reports; 0: none
 
 
@@ -139,7 +142,9 @@ def platform_from_document(document: object, *, source: str) -> PlatformSpec:
 
 
 def _stream(reader: _Reader, item: Any, key: str) -> StreamSpec:
-    fields = reader.mapping(item, key, ("name", "subjects", "retention", "max_age", "storage", "replicas"))
+    fields = reader.mapping(
+        item, key, ("name", "subjects", "retention", "max_age", "storage", "replicas", "metadata")
+    )
     subjects = reader.subjects(fields.get("subjects"), f"{key}.subjects", required=True)
     if len(set(subjects)) != len(subjects):
         raise reader.error(f"{key}.subjects", "lists a subject twice")
@@ -150,6 +155,7 @@ def _stream(reader: _Reader, item: Any, key: str) -> StreamSpec:
         max_age_seconds=reader.duration(fields.get("max_age", 0), f"{key}.max_age"),
         storage=reader.choice(fields.get("storage", "file"), f"{key}.storage", STORAGES),
         replicas=reader.integer(fields.get("replicas", 1), f"{key}.replicas", minimum=1, maximum=5),
+        metadata=reader.metadata(fields.get("metadata", {}), f"{key}.metadata", stream_monitoring),
     )
 
 
@@ -166,6 +172,7 @@ def _consumer(reader: _Reader, item: Any, key: str) -> ConsumerSpec:
             "ack_wait",
             "max_deliver",
             "deliver_policy",
+            "metadata",
             "sample_freq",
         ),
     )
@@ -188,6 +195,7 @@ def _consumer(reader: _Reader, item: Any, key: str) -> ConsumerSpec:
         deliver_policy=reader.choice(
             fields.get("deliver_policy", "all"), f"{key}.deliver_policy", DELIVER_POLICIES
         ),
+        metadata=reader.metadata(fields.get("metadata", {}), f"{key}.metadata", consumer_monitoring),
         sample_percent=reader.percent(fields.get("sample_freq", "0%"), f"{key}.sample_freq"),
     )
 
@@ -268,6 +276,26 @@ class _Reader(DocumentReader):
             if problem:
                 raise self.error(f"{key}[{index}]", f"subject {quoted(subject)} {problem}")
         return tuple(items)
+
+    def metadata(
+        self, value: Any, key: str, monitoring: Callable[[Mapping[str, str]], Monitoring]
+    ) -> tuple[tuple[str, str], ...]:
+        """Text keys to text values (whole numbers are written as text); monitoring values must read."""
+        if not isinstance(value, dict):
+            raise self.error(
+                key, f"expected a mapping of metadata keys to values, got {describe_type(value)}"
+            )
+        metadata: dict[str, str] = {}
+        for name, item in value.items():
+            if not isinstance(name, str) or isinstance(item, bool) or not isinstance(item, str | int):
+                raise self.error(
+                    f"{key}.{name}", f"expected a text or whole-number value, got {describe_type(item)}"
+                )
+            metadata[name] = str(item)
+        problems = monitoring(metadata).problems
+        if problems:
+            raise self.error(key, "; ".join(problems))
+        return tuple(sorted(metadata.items()))
 
     def percent(self, value: Any, key: str) -> int:
         """``"25%"`` (or a bare whole number) from 0 to 100, as the server's ``sample_freq`` takes it."""
