@@ -12,14 +12,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
-from aiohttp import web
-from aiohttp.typedefs import Middleware
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
@@ -31,8 +28,9 @@ from exporter.logs import StateLog
 from exporter.memory import fix_mmap_threshold
 from exporter.metrics import Renderer
 from exporter.scope import ScopedSource
-from exporter.server import Body, Exposition, ExpositionCache, build_web_app
-from exporter.settings import Settings, split_listen_address
+from exporter.server import Body, Exposition, ExpositionCache
+from exporter.serving import WebServer
+from exporter.settings import Settings
 from exporter.snapshot import ExporterHealth, Snapshot
 from exporter.source import CollectionError
 from exporter.stages import Stage, StageTimings
@@ -101,7 +99,7 @@ class ExporterApp:
         self._collection_log = StateLog(log)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
+        self._web: WebServer | None = None
         self._port = 0
         self._renderer = renderer if renderer is not None else Renderer()
         initial = self._renderer.render(None, self._health())
@@ -120,26 +118,21 @@ class ExporterApp:
         return self._connection.connected and self._serving_data
 
     async def start(self) -> None:
-        ssl_context, middlewares = self._web_security()
-        host, port = split_listen_address(self._settings.web.listen_address)
-        app = build_web_app(
+        self._web = WebServer(
+            self._settings.web,
             self._cache,
             is_ready=lambda: self.ready,
             interval_seconds=self._settings.collection.interval_seconds,
-            middlewares=middlewares,
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         try:
-            await site.start()
+            await self._web.start()
         except OSError as exc:
-            await self._runner.cleanup()
+            self._web = None
             raise ConfigError(
                 f"cannot listen on {self._settings.web.listen_address}: {exc.strerror or exc}",
                 source="--web.listen-address",
             ) from None
-        self._port = self._bound_port(port)
+        self._port = self._web.port
         self._tasks = [
             asyncio.create_task(self._connection.run(), name="nats-connection"),
             asyncio.create_task(self._collect_forever(), name="collection-loop"),
@@ -153,29 +146,9 @@ class ExporterApp:
         if self._advisories is not None:
             await self._advisories.close()
         await self._connection.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    # -- web ---------------------------------------------------------------------------------------
-
-    def _web_security(self) -> tuple[ssl.SSLContext | None, list[Middleware]]:
-        config_file = self._settings.web.config_file
-        if config_file is None:
-            return None, []
-        from exporter.webconfig import load_web_config  # noqa: PLC0415 (only when configured)
-
-        web_config = load_web_config(config_file)
-        middleware = web_config.middleware()
-        return web_config.ssl_context(), [middleware] if middleware is not None else []
-
-    def _bound_port(self, requested: int) -> int:
-        if self._runner is None:
-            return requested
-        for address in self._runner.addresses:
-            if isinstance(address, tuple) and len(address) >= 2:
-                return int(address[1])
-        return requested
+        if self._web is not None:
+            await self._web.stop()
+            self._web = None
 
     # -- connection --------------------------------------------------------------------------------
 

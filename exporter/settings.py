@@ -66,7 +66,7 @@ class WebSettings:
     config_file: str | None = None  # exporter-toolkit web config (TLS, basic auth)
     read_header_timeout_seconds: float = 10.0  # a client must send its request headers within this
     idle_timeout_seconds: float = 60.0  # a kept-alive connection with no request is closed after this
-    max_connections: int = 100  # connections served at once; more wait for the operating system's backlog
+    max_connections: int = 100  # connections open at once; more are answered 503 and closed
 
 
 @dataclass(frozen=True, slots=True)

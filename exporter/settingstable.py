@@ -99,7 +99,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("web.idle_timeout", kinds.duration(at_most=_DAY), "web.idle_timeout_seconds",
       "an idle kept-alive connection is closed after this", env="WEB_IDLE_TIMEOUT"),
     S("web.max_connections", kinds.integer(1, 10000), "web.max_connections",
-      "HTTP connections served at once", env="WEB_MAX_CONNECTIONS"),
+      "HTTP connections open at once; more are answered 503 and closed", env="WEB_MAX_CONNECTIONS"),
     # -- collection -----------------------------------------------------------------------------------------
     S("collection.interval", kinds.duration(at_most=_DAY), "collection.interval_seconds",
       "time between collections", env="INTERVAL", flag="--interval", metavar="DURATION"),
