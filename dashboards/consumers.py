@@ -1,4 +1,4 @@
-"""Consumers: backlog, acknowledgement pressure, redeliveries, delivery rate and lag."""
+"""Consumers: backlog, acknowledgement pressure, redeliveries, delivery rate, lag and processing time."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ LAG_SECONDS = consumer_series("nats_consumer_lag_seconds")
 LAG_MESSAGES = f"{PENDING} + {ACK_PENDING}"
 DELIVERY_RATE = per_second(consumer_series("nats_consumer_deliveries_total"))
 LEGEND = "{{stream}} / {{consumer}}"
+ACK_LATENCY_RATE = per_second(consumer_series("nats_consumer_ack_latency_seconds_bucket"))
+
+
+def ack_latency_quantile(quantile: float) -> str:
+    # No aggregation: each consumer's buckets are one histogram already (le is the only varying label).
+    return f"histogram_quantile({quantile}, {ACK_LATENCY_RATE})"
 
 
 def backlog_panels() -> list[PanelBuilder]:
@@ -209,15 +215,36 @@ def threshold_panels() -> list[PanelBuilder]:
     ]
 
 
+def processing_panels() -> list[PanelBuilder]:
+    return [
+        timeseries_panel(
+            "Processing time (p50, p95, p99)",
+            "Time from delivery to acknowledgement of sampled messages, as the server measures it, for "
+            "consumers with sample_freq set (quantiles of nats_consumer_ack_latency_seconds over the rate "
+            "window). This is how long the handlers take, queueing in the client included. p99 near "
+            "ack_wait: slow messages are about to be redelivered while still being worked on. Empty: no "
+            "consumer samples its acknowledgements.",
+            Query(ack_latency_quantile(0.5), "{{stream}} / {{consumer}} p50"),
+            Query(ack_latency_quantile(0.95), "{{stream}} / {{consumer}} p95"),
+            Query(ack_latency_quantile(0.99), "{{stream}} / {{consumer}} p99"),
+            unit=SECONDS,
+        ),
+    ]
+
+
 def build_dashboard() -> Dashboard:
     return assemble_dashboard(
         uid=UID,
         title="NATS JetStream / Consumers",
-        description="Consumer backlog, acknowledgement pressure, redeliveries, delivery rate and lag.",
+        description=(
+            "Consumer backlog, acknowledgement pressure, redeliveries, delivery rate, lag and "
+            "processing time."
+        ),
         variables=[datasource_variable(), account_variable(), stream_variable(), consumer_variable()],
         sections=[
             ("Backlog and acknowledgements", backlog_panels()),
             ("Lag", lag_panels()),
             ("Thresholds from metadata", threshold_panels()),
+            ("Processing time", processing_panels()),
         ],
     )

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 
-from exporter.advisories import AdvisoryCounter
 from exporter.collectionplan import rendered_families
 from exporter.connection import redact_url
 from exporter.errors import ConfigError
+from exporter.intake import EventIntake
 from exporter.jsapi import DeniedSubjects
 from exporter.logs import StateLog
 from exporter.memory import fix_mmap_threshold
@@ -82,10 +83,13 @@ class ExporterApp:
         self._clock = clock
         self._timer = timer
         self._connection = ConnectionSupervisor(
-            settings.nats, on_connected=self._connected, on_reconnected=self._wake_collection
+            settings.nats,
+            on_connected=self._connected,
+            on_reconnected=self._wake_collection,
+            on_slow_consumer=self._intake_dropped,
         )
         self._source: SnapshotSource | None = None
-        self._advisories: AdvisoryCounter | None = None
+        self._advisories: EventIntake | None = None
         self._errors: Counter[str] = Counter(dict.fromkeys(map(str, Stage), 0))
         self._stage_durations: dict[str, float] = {}
         self._snapshot: Snapshot | None = None
@@ -140,6 +144,8 @@ class ExporterApp:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._advisories is not None:
+            await self._advisories.close()
         await self._connection.close()
         if self._web is not None:
             await self._web.stop()
@@ -152,6 +158,9 @@ class ExporterApp:
         if self._advisories is not None:
             await self._subscribe_advisories()
         self._wake_collection()
+
+    def _intake_dropped(self, subscription: Subscription | None) -> bool:
+        return self._advisories is not None and self._advisories.client_dropped(subscription)
 
     def _wake_collection(self) -> None:
         self._wake.set()
@@ -204,6 +213,9 @@ class ExporterApp:
             self._collection_log.enter(failed, logging.WARNING, "%s", failed)
             self._drop_stale_snapshot()
         snapshot = self._snapshot
+        if self._advisories is not None:
+            # Every cycle, failed or not, so that nothing published between cycles can grow the state.
+            self._advisories.retain_snapshot(snapshot)
         self._cache.current = await build_exposition(self._renderer, snapshot, self._health())
         self._serving_data = snapshot is not None
 
@@ -229,8 +241,7 @@ class ExporterApp:
         self._last_success = self._clock()
         if self._advisories is None:
             account = snapshot.accounts[0].account if snapshot.accounts else "$G"
-            self._advisories = AdvisoryCounter(account)
-        self._advisories.retain((c.account, c.stream, c.name) for c in snapshot.consumers)
+            self._advisories = EventIntake(account, ack_latency_buckets=self._settings.ack_latency.buckets)
         # Every cycle: a no-op while subscribed, a retry after a failed subscription.
         await self._subscribe_advisories()
         return None
@@ -257,6 +268,9 @@ class ExporterApp:
             collection_errors=dict(self._errors),
             advisory_counts=advisories.counts() if advisories is not None else {},
             malformed_advisories=advisories.malformed if advisories is not None else 0,
+            stream_event_counts=advisories.stream_counts() if advisories is not None else {},
+            ack_histograms=advisories.ack_histograms() if advisories is not None else {},
+            dropped_advisories=advisories.dropped if advisories is not None else 0,
             collection_interval_seconds=self._settings.collection.interval_seconds,
             stage_durations=self._stage_durations,
         )

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import math
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
@@ -28,24 +29,28 @@ from exporter import __version__
 from exporter.monitoring import metadata_label_names
 from exporter.snapshot import (
     AccountState,
+    AckHistograms,
     AdvisoryCounts,
     ConsumerState,
     DeadLetterState,
     EphemeralConsumers,
     ExporterHealth,
+    HistogramData,
     MetaClusterState,
     MetaPeer,
     ServerInfo,
     ServerJetStreamState,
     Snapshot,
+    StreamEventCounts,
     StreamState,
     Threshold,
 )
 from exporter.stages import TIMED_STAGES, Stage
 
-MetricType = Literal["gauge", "counter"]
+MetricType = Literal["gauge", "counter", "histogram"]
 GAUGE: MetricType = "gauge"
 COUNTER: MetricType = "counter"
+HISTOGRAM: MetricType = "histogram"  # the value is a HistogramData: _bucket, _count and _sum series
 
 _E = TypeVar("_E")
 
@@ -96,7 +101,8 @@ class Family(Generic[_E]):
     scope: Scope[_E]
     source: str  # the field the value is read from, named as the JetStream API names it
     meaning: str
-    value: Callable[[_E], float | None]  # None: no series for this entity (unlimited, not yet happened)
+    # None: no series for this entity (unlimited, not yet happened); a HistogramData for histograms.
+    value: Callable[[_E], float | HistogramData | None]
     absent_when: str = ""  # for the reference: when value returns None
     info_labels: tuple[str, ...] = ()  # *_info families: labels carrying identity, value always 1
     info_values: Callable[[_E], tuple[str, ...]] | None = None
@@ -295,6 +301,64 @@ ADVISORY: Scope[ConsumerAdvisories] = Scope(
     _consumer_advisories,
     lambda a: (a.consumer.account, a.consumer.stream, a.consumer.name),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvents:
+    stream: StreamState
+    counts: StreamEventCounts
+
+
+_NO_STREAM_EVENTS = StreamEventCounts()
+
+
+def _stream_events(src: Sources) -> Iterator[StreamEvents]:
+    # Every known stream gets a series, 0 until its first advisory, so increase() sees the first event.
+    if src.snapshot is None:
+        return
+    counts = src.health.stream_event_counts
+    for stream in src.snapshot.streams:
+        yield StreamEvents(stream, counts.get((stream.account, stream.name), _NO_STREAM_EVENTS))
+
+
+_ELECTIONS = "Elections and quorum"
+_PROCESSING = "Processing time (sampled acknowledgements)"
+
+STREAM_EVENTS: Scope[StreamEvents] = Scope(
+    _ELECTIONS, ("account", "stream"), _stream_events, lambda e: (e.stream.account, e.stream.name)
+)
+CONSUMER_EVENTS: Scope[ConsumerAdvisories] = Scope(
+    _ELECTIONS,
+    ("account", "stream", "consumer"),
+    _consumer_advisories,
+    lambda a: (a.consumer.account, a.consumer.stream, a.consumer.name),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerAcks:
+    consumer: ConsumerState
+    histograms: AckHistograms
+
+
+def _consumer_acks(src: Sources) -> Iterator[ConsumerAcks]:
+    # Only consumers with sampled acknowledgements: a histogram is 20 series, too many for every consumer.
+    if src.snapshot is None:
+        return
+    histograms = src.health.ack_histograms
+    for consumer in src.snapshot.consumers:
+        found = histograms.get((consumer.account, consumer.stream, consumer.name))
+        if found is not None:
+            yield ConsumerAcks(consumer, found)
+
+
+ACKS: Scope[ConsumerAcks] = Scope(
+    _PROCESSING,
+    ("account", "stream", "consumer"),
+    _consumer_acks,
+    lambda a: (a.consumer.account, a.consumer.stream, a.consumer.name),
+)
+
 DEAD_LETTER_STREAM: Scope[DeadLetterState] = Scope(
     _FAILURES,
     ("account", "stream"),
@@ -388,6 +452,12 @@ FAMILIES: tuple[Family[Any], ...] = (
         lambda h: h.malformed_advisories,
         note="A malformed advisory is counted and logged, never fatal (issue 3, item 1); without this "
         "counter the delivery-failure counters could under-count unnoticed.",
+    ),
+    Family(
+        "nats_exporter_dropped_advisories_total", COUNTER, HEALTH, "$JS.EVENT.> advisories and metrics",
+        "Advisories and sampled acknowledgement events not counted because the intake queue was full or "
+        "they named more unknown streams and consumers than are kept between cycles, since the exporter "
+        "started", lambda h: h.dropped_advisories,
     ),
     # server and account
     Family(
@@ -701,6 +771,44 @@ FAMILIES: tuple[Family[Any], ...] = (
         "Negative acknowledgements (Nak) of the consumer's messages, seen since the exporter started",
         lambda a: a.counts.naks,
     ),
+    # elections and quorum
+    Family(
+        "nats_stream_leader_elections_total", COUNTER, STREAM_EVENTS,
+        "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED advisories",
+        "Leader elections of the stream's replica group, seen since the exporter started",
+        lambda e: e.counts.leader_elections,
+    ),
+    Family(
+        "nats_stream_quorum_lost_total", COUNTER, STREAM_EVENTS,
+        "$JS.EVENT.ADVISORY.STREAM.QUORUM_LOST advisories",
+        "Times the stream's replica group lost quorum, seen since the exporter started",
+        lambda e: e.counts.quorum_lost,
+    ),
+    Family(
+        "nats_consumer_leader_elections_total", COUNTER, CONSUMER_EVENTS,
+        "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED advisories",
+        "Leader elections of the consumer's replica group, seen since the exporter started",
+        lambda a: a.counts.leader_elections,
+    ),
+    Family(
+        "nats_consumer_quorum_lost_total", COUNTER, CONSUMER_EVENTS,
+        "$JS.EVENT.ADVISORY.CONSUMER.QUORUM_LOST advisories",
+        "Times the consumer's replica group lost quorum, seen since the exporter started",
+        lambda a: a.counts.quorum_lost,
+    ),
+    # processing time
+    Family(
+        "nats_consumer_ack_latency_seconds", HISTOGRAM, ACKS, "$JS.EVENT.METRIC.CONSUMER.ACK ack_time",
+        "Time from delivery to acknowledgement of the consumer's sampled messages (sample_freq), in seconds, "
+        "seen since the exporter started", lambda a: a.histograms.latency_seconds,
+        absent_when="no sampled acknowledgement seen (sample_freq unset, or nothing acknowledged yet)",
+    ),
+    Family(
+        "nats_consumer_ack_deliveries", HISTOGRAM, ACKS, "$JS.EVENT.METRIC.CONSUMER.ACK deliveries",
+        "Deliveries the consumer's sampled acknowledged messages took: 1 when the first try succeeded",
+        lambda a: a.histograms.deliveries,
+        absent_when="no sampled acknowledgement seen (sample_freq unset, or nothing acknowledged yet)",
+    ),
     Family(
         "nats_dlq_stream_present", GAUGE, DEAD_LETTER_STREAM, "$JS.API.STREAM.INFO of the stream",
         "1 when the configured dead-letter stream exists on the server, 0 when it does not yet",
@@ -797,6 +905,32 @@ def _series(
     return blocks, values
 
 
+def histogram_buckets(data: HistogramData) -> list[tuple[str, int]]:
+    """(le, cumulative count) pairs, ``+Inf`` last, with ``le`` written as prometheus_client writes it."""
+    bounds = (*data.bounds, math.inf)
+    return [(format_value(bound), count) for bound, count in zip(bounds, data.cumulative_counts, strict=True)]
+
+
+def _histogram_bytes(
+    family: Family[Any], entries: Sequence[tuple[Any, tuple[str, ...]]], values: list[Any]
+) -> bytes:
+    """_bucket lines (``le`` among the labels), then _count and _sum per series, as prometheus_client."""
+    name, labels = family.name, family.labels
+    bucket_labels = (*labels, "le")
+    lines: list[str] = []
+    for (_, label_values), data in zip(entries, values, strict=True):
+        if data is None:
+            continue
+        lines.extend(
+            f"{name}_bucket{_label_block(bucket_labels, (*label_values, le))} {format_value(count)}\n"
+            for le, count in histogram_buckets(data)
+        )
+        block = _label_block(labels, label_values)
+        lines.append(f"{name}_count{block} {format_value(data.count)}\n")
+        lines.append(f"{name}_sum{block} {format_value(data.sum)}\n")
+    return "".join(lines).encode()
+
+
 def _sample_bytes(name: str, blocks: list[str], values: list[Any]) -> bytes:
     """One line per series, encoded once: the same bytes serve both formats."""
     lines = [
@@ -871,6 +1005,8 @@ class Renderer:
             last = self._last.get(family.name)
             if last is not None and last.blocks == blocks and last.values == values:
                 current = last
+            elif family.type == HISTOGRAM:
+                current = _Rendered(blocks, values, _histogram_bytes(family, entries, values))
             else:
                 current = _Rendered(blocks, values, _sample_bytes(family.name, blocks, values))
             rendered[family.name] = current
@@ -912,15 +1048,21 @@ class SnapshotCollector:
 
     def collect(self) -> Iterator[Metric]:
         for family in FAMILIES:
-            metric: GaugeMetricFamily | CounterMetricFamily
+            metric: GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
             labels = family.labels_in(self._sources)
             if family.type == COUNTER:
                 metric = CounterMetricFamily(family.name, family.help, labels=labels)
+            elif family.type == HISTOGRAM:
+                metric = HistogramMetricFamily(family.name, family.help, labels=labels)
             else:
                 metric = GaugeMetricFamily(family.name, family.help, labels=labels)
             for entity, values in sorted_series(family.scope, self._sources):
                 value = family.value(entity)
-                if value is not None:
+                if isinstance(value, HistogramData):
+                    assert isinstance(metric, HistogramMetricFamily)  # noqa: S101 (narrows the type for mypy)
+                    metric.add_metric(list(values), histogram_buckets(value), value.sum)
+                elif value is not None:
+                    assert not isinstance(metric, HistogramMetricFamily)  # noqa: S101 (narrows the type)
                     metric.add_metric(list(values + family.extra_label_values(entity)), value)
             if metric.samples:
                 yield metric

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from exporter.metrics import COUNTER, FAMILIES, Family
+from exporter.metrics import COUNTER, FAMILIES, HISTOGRAM, Family
 from exporter.stages import TIMED_STAGES, Stage
 
 _INTRO = """\
@@ -31,7 +31,9 @@ contract of `../shared/design/METRICS.md`; the families beyond it are listed at 
   from then on only the exporter's own health families are exported, so dashboards show a gap rather than
   frozen values.
 - **Types.** Counters end in `_total`: read them with `rate()` or `increase()`. In the OpenMetrics format
-  their family name (the `# TYPE` line) has no `_total`; series names are the same. The rest are gauges.
+  their family name (the `# TYPE` line) has no `_total`; series names are the same. Histograms have
+  `_bucket` series (cumulative, with an `le` label), `_count` and `_sum`: read them with
+  `histogram_quantile(0.95, sum by (le, ...) (rate(..._bucket[5m])))`. The rest are gauges.
 - **Labels.** `account`, `stream` and `consumer` identify the object; `subject` is the dead-letter subject and
   `stage` the collection step. Volatile identity (the stream or consumer leader, the server name) is only on
   the `*_info` series, whose value is always 1, so a leader election does not start new series. Join them in
@@ -106,7 +108,11 @@ def render_reference() -> str:
         parts.extend(f"- `{family.name}` ({family.type}): {family.note}\n" for family in extras)
     parts.append(_STAGES)
     counters = sum(1 for family in FAMILIES if family.type == COUNTER)
-    parts.append(f"\n{len(FAMILIES)} families: {counters} counters, {len(FAMILIES) - counters} gauges.\n")
+    histograms = sum(1 for family in FAMILIES if family.type == HISTOGRAM)
+    gauges = len(FAMILIES) - counters - histograms
+    parts.append(
+        f"\n{len(FAMILIES)} families: {counters} counters, {histograms} histograms, {gauges} gauges.\n"
+    )
     return "".join(parts)
 
 

@@ -180,14 +180,46 @@ class DeadLetterState:
 
 @dataclass(frozen=True, slots=True)
 class AdvisoryCounts:
-    """Delivery-failure advisories seen for one consumer since the exporter started."""
+    """Consumer advisories (delivery failures, elections, quorum loss) seen since the exporter started."""
 
     max_deliveries_exceeded: int = 0
     terminated: int = 0
     naks: int = 0
+    leader_elections: int = 0
+    quorum_lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEventCounts:
+    """Stream advisories (elections, quorum loss) seen for one stream since the exporter started."""
+
+    leader_elections: int = 0
+    quorum_lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramData:
+    """A histogram at one moment: upper bounds (``+Inf`` implied), cumulative counts with ``+Inf`` last."""
+
+    bounds: tuple[float, ...]
+    cumulative_counts: tuple[int, ...]  # len(bounds) + 1
+    sum: float
+
+    @property
+    def count(self) -> int:
+        return self.cumulative_counts[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class AckHistograms:
+    """A consumer's sampled acknowledgements (``sample_freq``): time to ack, and deliveries it took."""
+
+    latency_seconds: HistogramData
+    deliveries: HistogramData
 
 
 ConsumerKey = tuple[str, str, str]  # (account, stream, consumer)
+StreamKey = tuple[str, str]  # (account, stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +258,9 @@ class ExporterHealth:
     collection_errors: Mapping[str, int] = field(default_factory=dict)  # stage -> failures since start
     advisory_counts: Mapping[ConsumerKey, AdvisoryCounts] = field(default_factory=dict)
     malformed_advisories: int = 0
+    stream_event_counts: Mapping[StreamKey, StreamEventCounts] = field(default_factory=dict)
+    ack_histograms: Mapping[ConsumerKey, AckHistograms] = field(default_factory=dict)
+    dropped_advisories: int = 0  # advisories and events the bounded intake could not keep
     collection_interval_seconds: float = 15.0  # configured interval, for "duration against interval"
     stage_durations: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds, last cycle
     servers_expected: int | None = None  # cluster scope: collection.expected_servers, when configured

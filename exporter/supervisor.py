@@ -13,6 +13,8 @@ import random
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
+from nats.errors import SlowConsumerError
 
 from exporter.connection import NatsConnectError, close_quietly, connect_nats, redact_url
 from exporter.jsapi import DeniedSubjects
@@ -27,6 +29,8 @@ CLOSE_TIMEOUT_SECONDS = 2.0
 
 ConnectedCallback = Callable[[Client], Awaitable[None]]
 ReconnectedCallback = Callable[[], None]
+# Told of each message the client dropped for a subscription; True: counted there, not to be logged.
+SlowConsumerCallback = Callable[[Subscription | None], bool]
 
 
 class ConnectionSupervisor:
@@ -42,10 +46,12 @@ class ConnectionSupervisor:
         *,
         on_connected: ConnectedCallback,
         on_reconnected: ReconnectedCallback,
+        on_slow_consumer: SlowConsumerCallback | None = None,
     ) -> None:
         self._settings = settings
         self._on_connected = on_connected
         self._on_reconnected = on_reconnected
+        self._on_slow_consumer = on_slow_consumer
         self.servers = ", ".join(redact_url(server) for server in settings.servers)
         # Refused publishes, as the server reports them; shared with every request made on the connection.
         self.denied = DeniedSubjects()
@@ -121,6 +127,11 @@ class ConnectionSupervisor:
         self._closed.set()
 
     async def _client_error(self, exc: Exception) -> None:
+        # The client reports every message it drops; the event intake counts its own (one line per drop
+        # would flood the log exactly when the exporter is busiest).
+        claimed = self._on_slow_consumer
+        if isinstance(exc, SlowConsumerError) and claimed is not None and claimed(exc.sub):
+            return
         # A refused publish is remembered, so the request it dropped is reported as refused, not as slow.
         refused = self.denied.note(exc)
         # Reconnect attempts are reported by the state log; what else the client reports (a permission

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Re-exported: older test modules import it from here; new ones import it from support.waiting.
+from support.waiting import wait_for  # noqa: F401
 
 from exporter.natsserver import NatsServerProcess, free_port
 
@@ -61,23 +62,3 @@ def three_node_cluster(base: Any) -> list[NatsServerProcess]:
             server.cleanup()
         raise
     return servers
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool] | bool],
-    *,
-    timeout: float = 10.0,  # noqa: ASYNC109 (the polling deadline, not a cancellation timeout)
-    interval: float = 0.05,
-    message: str = "condition",
-) -> None:
-    """Poll ``condition`` until it is true, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(interval)

@@ -24,6 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.histogram import Histogram
+from exporter.intake import ACK_DELIVERIES_BUCKETS
 from exporter.metrics import (
     FAMILIES,
     BuildInfo,
@@ -35,8 +37,10 @@ from exporter.metrics import (
     format_value,
     render_exposition,
 )
+from exporter.settings import DEFAULT_ACK_LATENCY_BUCKETS
 from exporter.snapshot import (
     AccountState,
+    AckHistograms,
     AdvisoryCounts,
     ConsumerState,
     DeadLetterState,
@@ -47,6 +51,7 @@ from exporter.snapshot import (
     ServerInfo,
     ServerJetStreamState,
     Snapshot,
+    StreamEventCounts,
     StreamState,
     Threshold,
 )
@@ -172,6 +177,14 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_exporter_lag_lookups_skipped": ("gauge", ()),
     "nats_exporter_malformed_advisories_total": ("counter", ()),
     "nats_exporter_collection_interval_seconds": ("gauge", ()),
+    # elections, quorum and processing time (METRICS.md: clustered JetStream, health signals)
+    "nats_stream_leader_elections_total": ("counter", ("account", "stream")),
+    "nats_stream_quorum_lost_total": ("counter", ("account", "stream")),
+    "nats_consumer_leader_elections_total": ("counter", ("account", "stream", "consumer")),
+    "nats_consumer_quorum_lost_total": ("counter", ("account", "stream", "consumer")),
+    "nats_consumer_ack_latency_seconds": ("histogram", ("account", "stream", "consumer")),
+    "nats_consumer_ack_deliveries": ("histogram", ("account", "stream", "consumer")),
+    "nats_exporter_dropped_advisories_total": ("counter", ()),
 }
 HEALTH_FAMILIES = {
     "nats_exporter_build_info",
@@ -182,6 +195,7 @@ HEALTH_FAMILIES = {
     "nats_exporter_collection_errors_total",
     "nats_exporter_stage_duration_seconds",
     "nats_exporter_malformed_advisories_total",
+    "nats_exporter_dropped_advisories_total",
     "nats_exporter_servers_expected",
 }
 
@@ -390,6 +404,18 @@ def golden_snapshot() -> Snapshot:
     )
 
 
+WEIRD = 'we"ird\\name\nwith ünïcode'
+
+
+def ack_histograms(latencies: list[float], deliveries: list[int]) -> AckHistograms:
+    latency, tries = Histogram(DEFAULT_ACK_LATENCY_BUCKETS), Histogram(ACK_DELIVERIES_BUCKETS)
+    for seconds in latencies:
+        latency.observe(seconds)
+    for count in deliveries:
+        tries.observe(count)
+    return AckHistograms(latency.data(), tries.data())
+
+
 def golden_health() -> ExporterHealth:
     return ExporterHealth(
         up=True,
@@ -404,6 +430,19 @@ def golden_health() -> ExporterHealth:
         },
         malformed_advisories=1,
         collection_interval_seconds=15.0,
+        stream_event_counts={
+            ("$G", "COMPANIONS_CHAT"): StreamEventCounts(leader_elections=2, quorum_lost=1),
+            ("$G", "GONE"): StreamEventCounts(leader_elections=4),
+        },
+        ack_histograms={
+            # 5 ms exactly lands in the first bucket (le is "less than or equal").
+            ("$G", "COMPANIONS_CHAT", "chat-handler"): ack_histograms(
+                [0.005, 0.042, 0.3, 1.7, 400.0], [1, 1, 2, 3, 1]
+            ),
+            ("$G", WEIRD, 'c\\"\n'): ack_histograms([1e-9, 1e22], [1, 1000]),
+            ("$G", "GONE", "deleted-consumer"): ack_histograms([1.0], [1]),
+        },
+        dropped_advisories=7,
         stage_durations={"account": 0.0625, "streams": 0.125, "consumers": 0.25, "dlq": 0.0, "lag": 0.1875},
         servers_expected=3,
     )
@@ -499,7 +538,7 @@ def test_volatile_identity_only_on_info_series() -> None:
     text = render(golden_snapshot(), golden_health())
     for name, labels in samples_by_series(text):
         if not name.endswith("_info"):
-            entity_labels = {"account", "stream", "consumer", "subject", "stage", "check", "severity"}
+            entity_labels = {"account", "stream", "consumer", "subject", "stage", "check", "severity", "le"}
             entity_labels.add("server")  # per-server and per-peer series
             assert {label for label, _ in labels} <= entity_labels, name
     elected = golden_snapshot()
@@ -698,6 +737,43 @@ def test_advisory_counters_start_at_zero_for_every_consumer() -> None:
             assert value(series, f"nats_consumer_{name}", **labels) == 0
 
 
+def test_election_counters_start_at_zero_for_every_stream_and_consumer() -> None:
+    series = samples_by_series(
+        render(
+            golden_snapshot(),
+            ExporterHealth(up=True, collection_duration_seconds=1.0, last_success_timestamp=T0),
+        )
+    )
+    for s in golden_snapshot().streams:
+        for name in ("leader_elections_total", "quorum_lost_total"):
+            assert value(series, f"nats_stream_{name}", account=s.account, stream=s.name) == 0
+    for c in golden_snapshot().consumers:
+        labels = {"account": c.account, "stream": c.stream, "consumer": c.name}
+        for name in ("leader_elections_total", "quorum_lost_total"):
+            assert value(series, f"nats_consumer_{name}", **labels) == 0
+
+
+def test_ack_histograms_read_back_only_for_sampled_known_consumers() -> None:
+    series = samples_by_series(render(golden_snapshot(), golden_health()))
+    chat = {"account": "$G", "stream": "COMPANIONS_CHAT", "consumer": "chat-handler"}
+    latency = "nats_consumer_ack_latency_seconds"
+    assert value(series, f"{latency}_bucket", **chat, le="0.005") == 1
+    assert value(series, f"{latency}_bucket", **chat, le="0.05") == 2
+    assert value(series, f"{latency}_bucket", **chat, le="300.0") == 4
+    assert value(series, f"{latency}_bucket", **chat, le="+Inf") == 5
+    assert value(series, f"{latency}_count", **chat) == 5
+    assert value(series, f"{latency}_sum", **chat) == pytest.approx(402.047)
+    deliveries = "nats_consumer_ack_deliveries"
+    assert value(series, f"{deliveries}_bucket", **chat, le="1.0") == 3
+    assert value(series, f"{deliveries}_bucket", **chat, le="2.0") == 4
+    assert value(series, f"{deliveries}_bucket", **chat, le="3.0") == 5
+    consumers = {dict(labels)["consumer"] for name, labels in series if name.startswith(latency)}
+    assert consumers == {"chat-handler"}  # unsampled consumers have none; deleted ones are gone
+    assert value(series, "nats_stream_leader_elections_total", account="$G", stream="COMPANIONS_CHAT") == 2
+    assert value(series, "nats_stream_quorum_lost_total", account="$G", stream="COMPANIONS_CHAT") == 1
+    assert value(series, "nats_exporter_dropped_advisories_total") == 7
+
+
 def test_deleted_consumer_and_stream_vanish_from_the_next_render() -> None:
     health = golden_health()
     first = render(golden_snapshot(), health)
@@ -735,6 +811,7 @@ def test_first_start_renders_up_zero_without_timestamps() -> None:
         "nats_up",
         "nats_exporter_collection_interval_seconds",
         "nats_exporter_malformed_advisories_total",
+        "nats_exporter_dropped_advisories_total",
     }
 
 
@@ -751,7 +828,7 @@ def test_default_build_info_names_this_build() -> None:
 def odd_snapshot() -> Snapshot:
     """Label values that need escaping and values at the edges of the float formatting."""
     base = golden_snapshot()
-    weird = 'we"ird\\name\nwith ünïcode'
+    weird = WEIRD
     return dataclasses.replace(
         base,
         servers=(

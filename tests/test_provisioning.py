@@ -284,6 +284,7 @@ async def test_provisioning_applies_the_spec_and_is_idempotent(nc: Client) -> No
         ), name
     consumer = await consumer_config(nc, "COMPANIONS_CHAT", "chat-handler")
     assert consumer["durable_name"] == "chat-handler"
+    assert consumer["sample_freq"] == "100%"  # the platform file samples every acknowledgement
     assert "deliver_subject" not in consumer  # a pull consumer
     assert merged_filter_subjects(consumer) == ("ai.chat.user.*.message",)
     assert (

@@ -53,6 +53,7 @@ class ConsumerSpec:
     max_deliver: int = -1  # -1: unlimited, as the server counts it
     deliver_policy: str = "all"
     metadata: tuple[tuple[str, str], ...] = ()
+    sample_percent: int = 0  # sample_freq: share of acknowledgements the server reports; 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,7 @@ def _consumer(reader: _Reader, item: Any, key: str) -> ConsumerSpec:
             "max_deliver",
             "deliver_policy",
             "metadata",
+            "sample_freq",
         ),
     )
     name = reader.name(fields.get("name"), f"{key}.name")
@@ -194,6 +196,7 @@ def _consumer(reader: _Reader, item: Any, key: str) -> ConsumerSpec:
             fields.get("deliver_policy", "all"), f"{key}.deliver_policy", DELIVER_POLICIES
         ),
         metadata=reader.metadata(fields.get("metadata", {}), f"{key}.metadata", consumer_monitoring),
+        sample_percent=reader.percent(fields.get("sample_freq", "0%"), f"{key}.sample_freq"),
     )
 
 
@@ -293,3 +296,10 @@ class _Reader(DocumentReader):
         if problems:
             raise self.error(key, "; ".join(problems))
         return tuple(sorted(metadata.items()))
+
+    def percent(self, value: Any, key: str) -> int:
+        """``"25%"`` (or a bare whole number) from 0 to 100, as the server's ``sample_freq`` takes it."""
+        text = str(value).strip().removesuffix("%") if isinstance(value, str | int) else ""
+        if isinstance(value, bool) or not text.isdigit() or int(text) > 100:
+            raise self.error(key, f"must be a percentage from 0% to 100%, not {describe_type(value)}")
+        return int(text)

@@ -157,6 +157,7 @@ def consumer_config(consumer: ConsumerSpec) -> dict[str, Any]:
         "max_deliver": consumer.max_deliver,
         "deliver_policy": consumer.deliver_policy,
         **({"metadata": dict(consumer.metadata)} if consumer.metadata else {}),
+        "sample_freq": f"{consumer.sample_percent}%" if consumer.sample_percent else "",
     }
 
 
@@ -183,6 +184,10 @@ _CONSUMER_FIELDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], str]]] =
     "ack_wait": (lambda value: int(value or 0), _nanoseconds),
     "max_deliver": (lambda value: int(value or -1), str),
     "deliver_policy": (str, str),
+    "sample_freq": (
+        lambda value: int(str(value or "0").strip().removesuffix("%") or 0),
+        lambda value: f"{value}%",
+    ),
 }
 
 
