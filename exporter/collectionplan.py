@@ -82,7 +82,10 @@ class CollectionPlan:
 
     def stream_selected(self, account: str, stream: str) -> bool:
         """The stream filters, and this replica's shard: decided before the stream's consumers are listed."""
-        return self._filters.stream_selected(stream) and in_shard(self._shard, account, stream)
+        return self._filters.stream_selected(stream) and self.in_shard(account, stream)
+
+    def in_shard(self, account: str, stream: str) -> bool:
+        return in_shard(self._shard, account, stream)
 
     def lag_wanted(self, consumer: ConsumerState) -> bool:
         """Whether a look-up of the consumer's oldest unacknowledged message would be rendered at all."""
@@ -97,7 +100,7 @@ class CollectionPlan:
         """The configured dead-letter streams this replica reads: none when every nats_dlq_* is excluded."""
         if not any(name.startswith(DEAD_LETTER_PREFIX) for name in self._rendered):
             return ()
-        return tuple(name for name in names if in_shard(self._shard, account, name))
+        return tuple(name for name in names if self.in_shard(account, name))
 
     def shape(self, snapshot: Snapshot) -> Snapshot:
         """The source's snapshot as this exporter exports it (ephemeral consumers per the policy)."""

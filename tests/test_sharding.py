@@ -8,6 +8,7 @@ equals one unsharded exposition, series for series; each replica lists only its 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import nats
@@ -101,6 +102,14 @@ def stable(series: dict[SeriesKey, float]) -> dict[SeriesKey, float]:
     return {key: value for key, value in series.items() if key[0] not in MOVING}
 
 
+def assert_union_equals(shards: list[dict[SeriesKey, float]], whole: dict[SeriesKey, float]) -> None:
+    keys: list[Any] = [key for series in shards for key in series]
+    assert len(keys) == len(set(keys)), "a series is exported by two replicas"
+    union = {key: value for series in shards for key, value in series.items()}
+    assert set(union) == set(whole)
+    assert stable(union) == stable(whole)
+
+
 async def test_three_shards_together_equal_one_unsharded_exposition(nats_server: NatsServerProcess) -> None:
     nc = await nats.connect(nats_server.url)
     tap = await ApiTap.attach(nats_server.url)
@@ -122,9 +131,53 @@ async def test_three_shards_together_equal_one_unsharded_exposition(nats_server:
         await tap.close()
         await nc.close()
 
-    keys: list[Any] = [key for series in shards for key in series]
-    assert len(keys) == len(set(keys)), "a series is exported by two replicas"
-    union = {key: value for series in shards for key, value in series.items()}
-    assert set(union) == set(whole)
-    assert stable(union) == stable(whole)
+    assert_union_equals(shards, whole)
     print(f"sharding: {len(whole)} data series unsharded; per shard {[len(series) for series in shards]}")
+
+
+# --- the cluster scope: every account through the system account ------------------------------------------
+
+SYSTEM_ACCOUNTS = """
+accounts {
+  SYS: { users: [ {user: "sys", password: "sys"} ] }
+  A: { jetstream: enabled, users: [ {user: "a", password: "a"} ] }
+  B: { jetstream: enabled, users: [ {user: "b", password: "b"} ] }
+}
+system_account: SYS
+"""
+
+
+async def test_cluster_scope_shards_streams_of_every_account(tmp_path: Any) -> None:
+    with NatsServerProcess(store_dir=tmp_path / "store", extra_config=SYSTEM_ACCOUNTS) as server:
+        for account in ("A", "B"):
+            nc = await nats.connect(server.url, user=account.lower(), password=account.lower())
+            for n in range(8):
+                name = f"{account}{n}"
+                await create_stream(nc, name, [f"{name.lower()}.>"])
+                await publish(nc, f"{name.lower()}.a", b"x")
+                durable = {"name": "reader", "durable_name": "reader", "ack_policy": "explicit"}
+                await create_consumer(nc, name, durable)
+                # An ephemeral consumer as well: summed per stream (the default) in every shard alike.
+                await create_consumer(nc, name, {"name": f"eph{n}", "ack_policy": "explicit"})
+            await nc.close()
+        nc = await nats.connect(server.url, user="sys", password="sys")
+        try:
+            cluster = CollectionSettings(scope="cluster")
+            whole = await cluster_exposition(nc, Settings(collection=cluster))
+            shards = [
+                await cluster_exposition(nc, Settings(collection=replace(cluster, shard=(k, SHARDS))))
+                for k in range(SHARDS)
+            ]
+        finally:
+            await nc.close()
+    assert {labels for name, labels in whole if name == "nats_stream_ephemeral_consumers"}
+    assert_union_equals(shards, whole)
+    for index, series in enumerate(shards):
+        streams = {dict(labels)["stream"] for _, labels in series if "stream" in dict(labels)}
+        assert all(shard_of(name[0], name, SHARDS) == index for name in streams)
+        assert bool({name for name, _ in series if name.startswith("nats_server_")}) == (index == 0)
+
+
+async def cluster_exposition(nc: Client, settings: Settings) -> dict[SeriesKey, float]:
+    snapshot = await ScopedSource(nc, settings).fetch_snapshot(None, StageTimings(time.monotonic))
+    return data_series(render_as_daemon(settings, snapshot))
