@@ -16,13 +16,15 @@ import pytest
 from nats.aio.client import Client
 from spec_platform import create_consumer, create_stream, publish
 from support.apitap import ApiTap
-from support.exposition import SeriesKey, data_series, render_as_daemon
+from support.exposition import SeriesKey, data_series, render_as_daemon, scrape_text
+from support.waiting import wait_for
 
+from exporter.app import ExporterApp
 from exporter.collectionplan import WHOLE_SYSTEM_SCOPES, rendered_families
 from exporter.metrics import FAMILIES
 from exporter.natsserver import NatsServerProcess
 from exporter.scope import ScopedSource
-from exporter.settings import CollectionSettings, Settings
+from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
 from exporter.sharding import in_shard, shard_of
 from exporter.stages import StageTimings
 
@@ -181,3 +183,34 @@ async def test_cluster_scope_shards_streams_of_every_account(tmp_path: Any) -> N
 async def cluster_exposition(nc: Client, settings: Settings) -> dict[SeriesKey, float]:
     snapshot = await ScopedSource(nc, settings).fetch_snapshot(None, StageTimings(time.monotonic))
     return data_series(render_as_daemon(settings, snapshot))
+
+
+# --- the daemon ---------------------------------------------------------------------------------------------
+
+
+async def test_sharded_daemons_serve_one_copy_of_every_series(nats_server: NatsServerProcess) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        await provision(nc)
+    finally:
+        await nc.close()
+    apps: list[ExporterApp] = []
+    try:
+        for shard in (None, (0, 2), (1, 2)):
+            settings = replace(
+                sharded(shard),
+                nats=NatsSettings(servers=(nats_server.url,)),
+                web=WebSettings(listen_address="127.0.0.1:0"),
+            )
+            app = ExporterApp(settings)
+            apps.append(app)
+            await app.start()
+        await wait_for(
+            lambda: all(app.ready for app in apps), timeout=30, message="every exporter to collect"
+        )
+        whole, *shards = [data_series(await scrape_text(app.port)) for app in apps]
+    finally:
+        for app in apps:
+            await app.stop()
+    assert_union_equals(shards, whole)
+    assert {name for name, _ in shards[1] if name.startswith(("nats_account_", "nats_server_"))} == set()

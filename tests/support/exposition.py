@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collectionplan import rendered_families
@@ -38,3 +39,13 @@ def render_as_daemon(settings: Settings, snapshot: Snapshot) -> str:
     )
     rendering = Renderer(families=rendered_families(settings)).render(snapshot, health)
     return b"".join(rendering.text_chunks()).decode()
+
+
+async def scrape_text(port: int) -> str:
+    """The exposition a running exporter serves on ``port``."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        assert response.status == 200
+        return await response.text()
