@@ -76,6 +76,7 @@ class CollectionPlan:
         self._filters = settings.filters
         self._shard = settings.collection.shard
         self._rendered = frozenset(family.name for family in rendered_families(settings))
+        self._last: tuple[Snapshot, Snapshot] | None = None  # the last snapshot shaped, and its source's
 
     def renders(self, family_name: str) -> bool:
         return family_name in self._rendered
@@ -104,4 +105,16 @@ class CollectionPlan:
 
     def shape(self, snapshot: Snapshot) -> Snapshot:
         """The source's snapshot as this exporter exports it (ephemeral consumers per the policy)."""
-        return apply_ephemeral_policy(snapshot, self._filters.ephemeral)
+        shaped = apply_ephemeral_policy(snapshot, self._filters.ephemeral)
+        self._last = (shaped, snapshot)
+        return shaped
+
+    def unshaped(self, previous: Snapshot | None) -> Snapshot | None:
+        """The source's own snapshot behind ``previous`` (the last one shaped here), else ``previous``.
+
+        A source keeps the last values of what the server lists as missing from its previous snapshot; given
+        the shaped one, it would not find the ephemeral consumers that shaping summed or dropped.
+        """
+        if self._last is not None and previous is self._last[0]:
+            return self._last[1]
+        return previous

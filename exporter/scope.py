@@ -120,4 +120,5 @@ class ScopedSource:
                 else JetStreamSource(self._nc, self._settings, self._denied)
             )
         # One place for both sources: what they read is shaped the same way before it is exported.
-        return self._plan.shape(await self._source.fetch_snapshot(previous, timings))
+        snapshot = await self._source.fetch_snapshot(self._plan.unshaped(previous), timings)
+        return self._plan.shape(snapshot)

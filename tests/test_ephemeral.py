@@ -22,6 +22,7 @@ from spec_platform import NS, create_consumer, create_stream, js_request, publis
 from support.exposition import SeriesKey, data_series, render_as_daemon
 from support.waiting import wait_for
 
+from exporter.collectionplan import CollectionPlan
 from exporter.ephemeral import AGGREGATE, EXCLUDE, INCLUDE, apply_ephemeral_policy
 from exporter.natsserver import NatsServerProcess
 from exporter.scope import ScopedSource
@@ -205,3 +206,21 @@ def test_aggregate_sums_per_stream_and_keeps_durable_consumers() -> None:
     excluded = apply_ephemeral_policy(snapshot, EXCLUDE)
     assert ([c.name for c in excluded.consumers], excluded.ephemeral_consumers) == (["d"], ())
     assert apply_ephemeral_policy(snapshot, INCLUDE) == snapshot
+
+
+def test_the_source_gets_back_its_own_previous_snapshot_with_every_consumer() -> None:
+    plan = CollectionPlan(Settings())
+    raw = Snapshot(
+        collected_at=0.0,
+        servers=(),
+        accounts=(),
+        streams=(stream("S"),),
+        consumers=(consumer("S", "e1", durable=False, lag=None),),
+    )
+    shaped = plan.shape(raw)
+    assert shaped.consumers == ()
+    # The ephemeral consumer is still there for the source's carry-over of what the server lists as missing.
+    assert plan.unshaped(shaped) is raw
+    # Any other snapshot (a stale one dropped: None; another connection's) is passed on as it is.
+    assert plan.unshaped(None) is None
+    assert plan.unshaped(raw) is raw
