@@ -117,11 +117,13 @@ async def test_three_shards_together_equal_one_unsharded_exposition(nats_server:
     tap = await ApiTap.attach(nats_server.url)
     try:
         await provision(nc)
-        whole, _ = await exposition(nc, tap, sharded(None))
+        whole, whole_requests = await exposition(nc, tap, sharded(None))
         shards: list[dict[SeriesKey, float]] = []
+        request_counts = [len(whole_requests)]
         for index in range(SHARDS):
             series, requests = await exposition(nc, tap, sharded((index, SHARDS)))
             shards.append(series)
+            request_counts.append(len(requests))
             own = {name for name in STREAMS if shard_of("$G", name, SHARDS) == index}
             assert own, "30 streams leave no shard empty"
             listed = {subject.rsplit(".", 1)[1] for subject in requests if ".CONSUMER.LIST." in subject}
@@ -134,7 +136,11 @@ async def test_three_shards_together_equal_one_unsharded_exposition(nats_server:
         await nc.close()
 
     assert_union_equals(shards, whole)
-    print(f"sharding: {len(whole)} data series unsharded; per shard {[len(series) for series in shards]}")
+    # The figures the report quotes (run with -s to see them).
+    print(
+        f"sharding: data series unsharded {len(whole)}, per shard {[len(series) for series in shards]}; "
+        f"API requests a cycle unsharded {request_counts[0]}, per shard {request_counts[1:]}"
+    )
 
 
 # --- the cluster scope: every account through the system account ------------------------------------------
