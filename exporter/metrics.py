@@ -444,14 +444,14 @@ FAMILIES: tuple[Family[Any], ...] = (
         "Consumers whose lag in seconds was not measured in the last cycle because the per-cycle look-up cap "
         "was reached", lambda s: s.lag_lookups_skipped, absent_when="no snapshot is served",
         note="nats_consumer_lag_seconds is missing for skipped consumers; this says how many, so that a cap "
-        "set too low is visible instead of silently hiding lag (issue 3, item 3).",
+        "set too low is visible instead of silently hiding lag.",
     ),
     Family(
         "nats_exporter_malformed_advisories_total", COUNTER, HEALTH, "$JS.EVENT.ADVISORY.CONSUMER.> payloads",
         "Delivery-failure advisories that could not be decoded, since the exporter started",
         lambda h: h.malformed_advisories,
-        note="A malformed advisory is counted and logged, never fatal (issue 3, item 1); without this "
-        "counter the delivery-failure counters could under-count unnoticed.",
+        note="A malformed advisory is counted and logged, never fatal; without this counter "
+        "the delivery-failure counters could under-count unnoticed.",
     ),
     Family(
         "nats_exporter_dropped_advisories_total", COUNTER, HEALTH, "$JS.EVENT.> advisories and metrics",
@@ -814,7 +814,7 @@ FAMILIES: tuple[Family[Any], ...] = (
         "1 when the configured dead-letter stream exists on the server, 0 when it does not yet",
         lambda d: 1 if d.exists else 0,
         note="A configured dead-letter stream that does not exist must be reported by a metric, not stop "
-        "collection (issue 3, item 2); without it a missing stream looks like an empty one.",
+        "collection; without it a missing stream looks like an empty one.",
     ),
     Family(
         "nats_dlq_messages", GAUGE, DEAD_LETTER_SUBJECT, "StreamState.subjects of the dead-letter stream",
