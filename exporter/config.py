@@ -61,6 +61,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "collection.interval",
     "collection.deadline",
     "collection.concurrency",
+    "collection.request_timeout",
     "collection.stale_data_ttl",
     "collection.lag_lookups_per_cycle",
     "filters.streams.include",
@@ -91,6 +92,7 @@ ENV_KEYS: Mapping[str, str] = {
     "INTERVAL": "collection.interval",
     "DEADLINE": "collection.deadline",
     "CONCURRENCY": "collection.concurrency",
+    "REQUEST_TIMEOUT": "collection.request_timeout",
     "STALE_DATA_TTL": "collection.stale_data_ttl",
     "LAG_LOOKUPS_PER_CYCLE": "collection.lag_lookups_per_cycle",
     "STREAM_INCLUDE": "filters.streams.include",
@@ -603,6 +605,9 @@ def _collection_settings(layers: _Layers) -> CollectionSettings:
         interval_seconds=interval,
         deadline_seconds=deadline,
         concurrency=layers.get("collection.concurrency", _positive_integer, defaults.concurrency),
+        request_timeout_seconds=layers.get(
+            "collection.request_timeout", _positive_duration, defaults.request_timeout_seconds
+        ),
         stale_data_ttl_seconds=layers.get(
             "collection.stale_data_ttl", _non_negative_duration, defaults.stale_data_ttl_seconds
         ),

@@ -69,6 +69,9 @@ class CollectionSettings:
     interval_seconds: float = 15.0
     deadline_seconds: float = 10.0  # one cycle is abandoned after this long
     concurrency: int = 16  # JetStream API requests in flight at once
+    # Longest wait for one JetStream API reply (capped at half the deadline). Above the 4 s a clustered
+    # server waits for unreachable stream and consumer leaders before it answers a list with `missing`.
+    request_timeout_seconds: float = 5.0
     # After a failed cycle the last good data is served (with nats_up 0) for this long, then dropped.
     stale_data_ttl_seconds: float = 300.0
     lag_lookups_per_cycle: int = 1000  # cap on message look-ups for nats_consumer_lag_seconds

@@ -1,10 +1,23 @@
 """The JetStream source: the only module that talks to JetStream for collection.
 
-One cycle is ``$JS.API.INFO``, ``STREAM.LIST`` paged on ``offset``, and ``CONSUMER.LIST.<stream>`` per
-selected stream (started as soon as the stream's page arrives), all under one semaphore: 1 + ceil(N/256)
-+ N requests for N streams. Configured dead-letter streams and lagging consumers add their own look-ups;
-their failures are partial (recorded in the snapshot), every other failure raises ``CollectionError``.
-All work runs in task groups, so the caller's deadline cancels it without leaving requests behind.
+Two request patterns, chosen by the connected server (measured: ``python -m bench.cluster_requests``):
+
+- A single server: ``$JS.API.INFO``, ``STREAM.LIST`` paged on ``offset``, and ``CONSUMER.LIST.<stream>`` per
+  selected stream (started as soon as the stream's page arrives): 1 + ceil(N/256) + N requests for N
+  streams.
+- A cluster member: ``INFO``, ``STREAM.NAMES`` paged, then per selected stream ``STREAM.INFO.<stream>``
+  followed by ``CONSUMER.LIST.<stream>``: 1 + ceil(N/1024) + 2N requests. A clustered ``STREAM.LIST`` is
+  answered only after 4 s while any stream leader is unreachable, and a stream without a leader never
+  answers ``STREAM.INFO``; asked one by one, such a stream costs its own data only (kept from the previous
+  cycle, with no replica current) while every other stream stays fresh. ``STREAM.NAMES`` is answered by the
+  meta leader from its own state, at once; while there is no meta leader the previous cycle's names are
+  used, and the previous account state is kept when ``INFO`` goes unanswered.
+
+Every request waits at most ``collection.request_timeout``, and at most half the cycle deadline.
+Configured dead-letter streams and lagging consumers add their own look-ups. Their failures, and on a
+cluster those of single streams and consumer lists, are partial (recorded in the snapshot, counted by
+stage); every other failure raises ``CollectionError``. All work runs in task groups, so the caller's
+deadline cancels it without leaving requests behind.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ from exporter.parse import (
     parse_direct_get_headers,
     parse_list_page,
     parse_message_get,
+    parse_names_page,
     parse_stream_state,
     subject_counts_page,
 )
@@ -57,7 +71,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_ACCOUNT = "$G"
 USER_INFO_SUBJECT = "$SYS.REQ.USER.INFO"
 # A single request may use at most this share of the cycle deadline, so a request that is never answered
-# (typically a missing publish permission) is reported with its stage before the whole cycle times out.
+# (a missing publish permission, a stream without a leader) is reported with its stage before the whole
+# cycle times out.
 REQUEST_TIMEOUT_SHARE = 0.5
 USER_INFO_TIMEOUT_SECONDS = 2.0
 
@@ -114,6 +129,16 @@ class _ConsumerListing:
     unavailable: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _StreamRead:
+    """One stream read on its own: its state and consumers, or the stage that failed and why."""
+
+    state: StreamState | None  # None: deleted, or not read
+    listing: _ConsumerListing | None
+    stage: str = ""
+    error: str | None = None
+
+
 @dataclass(slots=True)
 class _LagResults:
     oldest_times: dict[tuple[str, str], float | None] = field(default_factory=dict)  # None: nothing found
@@ -127,7 +152,10 @@ class JetStreamSource:
     def __init__(self, nc: Client, settings: Settings) -> None:
         self._nc = nc
         self._settings = settings
-        self._request_timeout = settings.collection.deadline_seconds * REQUEST_TIMEOUT_SHARE
+        collection = settings.collection
+        self._request_timeout = min(
+            collection.request_timeout_seconds, collection.deadline_seconds * REQUEST_TIMEOUT_SHARE
+        )
         self._api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=self._request_timeout)
         self._in_flight = asyncio.Semaphore(settings.collection.concurrency)
         self._account: str | None = settings.nats.account
@@ -138,12 +166,22 @@ class JetStreamSource:
     async def fetch_snapshot(self, previous: Snapshot | None) -> Snapshot:
         """One collection cycle. Raises CollectionError; lag and dead-letter failures are partial."""
         server = self._server_info()
+        clustered = server is not None and bool(server.cluster)
         account = await self._account_name()
-        account_state = await self._fetch_account(account)
+        partial: dict[str, str | None] = {"account": None, "streams": None, "consumers": None}
+        try:
+            account_state: AccountState | None = await self._fetch_account(account)
+        except CollectionError as exc:
+            if not (clustered and previous is not None and previous.account is not None):
+                raise
+            account_state, partial["account"] = previous.account, exc.message  # no meta leader, for now
         try:
             async with asyncio.TaskGroup() as group:
                 dead_letters_task = group.create_task(self._fetch_dead_letters(account, previous))
-                inventory = await self._fetch_inventory(account, previous)
+                if clustered:
+                    inventory = await self._fetch_inventory_by_stream(account, previous, partial)
+                else:
+                    inventory = await self._fetch_inventory(account, previous)
                 lags = await self._measure_lags(inventory)
         except BaseExceptionGroup as exc_group:
             raise _first_collection_error(exc_group) from None
@@ -153,7 +191,7 @@ class JetStreamSource:
         consumers = [_with_lag(consumer, lags, collected_at) for consumer in inventory.consumers]
         consumers.extend(inventory.carried_consumers)
         consumers.sort(key=lambda consumer: (consumer.stream, consumer.name))
-        partial = {"dlq": dead_letters_error, "lag": lags.error}
+        partial.update(dlq=dead_letters_error, lag=lags.error)
         self._log_partial_state_changes(partial)
         return Snapshot(
             collected_at=collected_at,
@@ -234,8 +272,10 @@ class JetStreamSource:
                             name = info["config"]["name"]
                             if name in inventory.streams or not selected(name):
                                 continue
-                            inventory.streams[name] = parse_stream_state(info, account)
-                            listings[name] = group.create_task(self._fetch_consumers(name, account))
+                            state = inventory.streams[name] = parse_stream_state(info, account)
+                            listings[name] = group.create_task(
+                                self._fetch_consumers(name, account, state.replicas)
+                            )
                     unavailable_streams.extend(page.unavailable)
                     offset += page.received
                     if not page.received or offset >= page.total:
@@ -255,7 +295,78 @@ class JetStreamSource:
             self._carry_over(inventory, previous, unavailable_streams, unavailable_consumers)
         return inventory
 
-    async def _fetch_consumers(self, stream: str, account: str) -> _ConsumerListing | None:
+    async def _fetch_inventory_by_stream(
+        self, account: str, previous: Snapshot | None, partial: dict[str, str | None]
+    ) -> _Inventory:
+        """Every selected stream read from its own leader: one unreachable stream costs only its data.
+
+        The first stream and consumer-list failures go to ``partial``; what failed keeps its previous values.
+        """
+        selected = self._settings.filters.stream_selected
+        names = [name for name in await self._stream_names(previous, partial) if selected(name)]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._read_stream(name, account)) for name in names]
+        except BaseExceptionGroup as exc_group:
+            raise _first_collection_error(exc_group) from None
+        inventory = _Inventory()
+        unreachable: list[str] = []
+        unlisted: list[str] = []
+        unavailable_consumers: list[tuple[str, str]] = []
+        for name, task in zip(names, tasks, strict=True):
+            read = task.result()
+            if read.error is not None:
+                partial[read.stage] = partial[read.stage] or read.error
+                (unreachable if read.stage == "streams" else unlisted).append(name)
+            if read.state is None:
+                continue
+            inventory.streams[name] = read.state
+            if read.listing is not None:
+                inventory.consumers.extend(read.listing.consumers)
+                unavailable_consumers.extend((name, consumer) for consumer in read.listing.unavailable)
+        if previous is not None and (unreachable or unlisted or unavailable_consumers):
+            self._carry_over(inventory, previous, unreachable, unavailable_consumers, unlisted)
+        return inventory
+
+    async def _stream_names(self, previous: Snapshot | None, partial: dict[str, str | None]) -> list[str]:
+        """Every stream's name (STREAM.NAMES, paged); the previous cycle's while the meta leader is away."""
+        names: dict[str, None] = {}
+        offset = 0
+        try:
+            while True:
+                with _stage("streams"):
+                    page = parse_names_page(await self._request("STREAM.NAMES", {"offset": offset}))
+                names.update(dict.fromkeys(page.names))
+                offset += len(page.names)
+                if not page.names or offset >= page.total:
+                    return list(names)
+        except CollectionError as exc:
+            if previous is None:
+                raise
+            partial["streams"] = exc.message
+            return [stream.name for stream in previous.streams]
+
+    async def _read_stream(self, name: str, account: str) -> _StreamRead:
+        """STREAM.INFO from the stream's leader, then its consumers; a failure is returned, not raised."""
+        try:
+            with _stage("streams"):
+                state = parse_stream_state(await self._request(f"STREAM.INFO.{name}"), account)
+        except CollectionError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, JetStreamApiError) and cause.err_code == STREAM_NOT_FOUND:
+                return _StreamRead(None, None)  # deleted since it was named
+            return _StreamRead(None, None, "streams", f"stream {name!r}: {exc.message}")
+        try:
+            listing = await self._fetch_consumers(name, account, state.replicas)
+        except CollectionError as exc:
+            return _StreamRead(state, None, "consumers", f"consumers of stream {name!r}: {exc.message}")
+        if listing is None:
+            return _StreamRead(None, None)
+        return _StreamRead(state, listing)
+
+    async def _fetch_consumers(
+        self, stream: str, account: str, stream_replicas: int
+    ) -> _ConsumerListing | None:
         """The stream's selected consumers; None when the stream was deleted since it was listed."""
         selected = self._settings.filters.consumer_selected
         consumers: dict[str, ConsumerState] = {}
@@ -274,7 +385,7 @@ class JetStreamSource:
                 for info in page.items:
                     name = info["name"]
                     if name not in consumers and selected(name):
-                        consumers[name] = parse_consumer_state(info, account)
+                        consumers[name] = parse_consumer_state(info, account, stream_replicas)
             unavailable.extend(page.unavailable)
             offset += page.received
             if not page.received or offset >= page.total:
@@ -286,14 +397,17 @@ class JetStreamSource:
         previous: Snapshot,
         unavailable_streams: Sequence[str],
         unavailable_consumers: Sequence[tuple[str, str]],
+        unlisted_streams: Sequence[str] = (),
     ) -> None:
-        """Keep the previous values of what the server listed as missing or offline, for this cycle."""
+        """Keep, for this cycle, the previous values of what could not be read: streams and consumers the
+        server listed as missing or offline or whose leader did not answer, and the consumers of
+        ``unlisted_streams``. What is kept is marked unreachable: no leader, no replica current."""
         filters = self._settings.filters
         previous_streams = {stream.name: stream for stream in previous.streams}
-        kept_streams = set()
+        kept_streams = set(unlisted_streams)
         for name in unavailable_streams:
             if name not in inventory.streams and name in previous_streams and filters.stream_selected(name):
-                inventory.streams[name] = previous_streams[name]
+                inventory.streams[name] = previous_streams[name].unreachable()
                 kept_streams.add(name)
         wanted_consumers = set(unavailable_consumers)
         listed = {(consumer.stream, consumer.name) for consumer in inventory.consumers}
@@ -301,10 +415,10 @@ class JetStreamSource:
             key = (consumer.stream, consumer.name)
             if key in listed or not filters.consumer_selected(consumer.name):
                 continue
-            if consumer.stream in kept_streams or (
-                key in wanted_consumers and consumer.stream in inventory.streams
-            ):
-                inventory.carried_consumers.append(consumer)
+            if consumer.stream not in inventory.streams:
+                continue
+            if consumer.stream in kept_streams or key in wanted_consumers:
+                inventory.carried_consumers.append(consumer.unreachable())
         logger.debug(
             "kept previous values of %d streams and %d consumers the server listed as missing or offline",
             len(kept_streams),

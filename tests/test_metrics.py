@@ -41,8 +41,10 @@ from exporter.snapshot import (
     ConsumerState,
     DeadLetterState,
     ExporterHealth,
+    ReplicaState,
     ServerInfo,
     Snapshot,
+    SourceState,
     StreamState,
 )
 
@@ -133,6 +135,19 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_exporter_lag_lookups_skipped": ("gauge", ()),
     "nats_exporter_malformed_advisories_total": ("counter", ()),
     "nats_exporter_collection_interval_seconds": ("gauge", ()),
+    # clustered JetStream
+    "nats_stream_replicas": ("gauge", ("account", "stream")),
+    "nats_stream_replicas_current": ("gauge", ("account", "stream")),
+    "nats_stream_replica_current": ("gauge", ("account", "stream", "server")),
+    "nats_stream_replica_lag_operations": ("gauge", ("account", "stream", "server")),
+    "nats_consumer_replicas": ("gauge", ("account", "stream", "consumer")),
+    "nats_consumer_replicas_current": ("gauge", ("account", "stream", "consumer")),
+    "nats_stream_source_lag_messages": ("gauge", ("account", "stream", "source")),
+    "nats_stream_source_last_active_timestamp_seconds": ("gauge", ("account", "stream", "source")),
+    "nats_stream_source_info": (
+        "gauge",
+        ("account", "stream", "source", "kind", "filter_subject", "external_api"),
+    ),
 }
 HEALTH_FAMILIES = {
     "nats_exporter_build_info",
@@ -218,6 +233,12 @@ def golden_snapshot() -> Snapshot:
         num_subjects=7,
         num_deleted=2,
         consumer_count=2,
+        replicas=3,
+        peers=(
+            ReplicaState("nats-a", current=True),
+            ReplicaState("nats-b", current=True),
+            ReplicaState("nats-c", current=False, lag_operations=17),
+        ),
     )
     pipeline = stream(
         "AI_PIPELINE",
@@ -229,6 +250,10 @@ def golden_snapshot() -> Snapshot:
         last_ts=T0 - 0.125,
         num_subjects=3,
         consumer_count=1,
+        sources=(
+            SourceState("source", "AI_CHAT_STREAM", "ai.chat.>", "", lag_messages=12, active_seconds=1.5),
+            SourceState("source", "EDGE_PIPELINE", "", "$JS.edge.API", lag_messages=0, active_seconds=None),
+        ),
     )
     empty = stream("AI_CHAT_STREAM", storage="memory", max_age_seconds=300.0, first_seq=1, leader="nats-b")
     dlq = stream(
@@ -261,6 +286,8 @@ def golden_snapshot() -> Snapshot:
         ack_floor_stream_seq=38,
         ack_floor_last_active=T0 - 3.0,
         lag_seconds=42.5,
+        replicas=3,
+        replicas_current=2,
     )
     idle = consumer(
         "AI_PIPELINE",
@@ -417,7 +444,15 @@ def test_volatile_identity_only_on_info_series() -> None:
     text = render(golden_snapshot(), golden_health())
     for name, labels in samples_by_series(text):
         if not name.endswith("_info"):
-            assert {label for label, _ in labels} <= {"account", "stream", "consumer", "subject", "stage"}, (
+            assert {label for label, _ in labels} <= {
+                "account",
+                "stream",
+                "consumer",
+                "subject",
+                "stage",
+                "server",  # a stream group's peers: a fixed set, which an election does not change
+                "source",
+            }, (
                 name
             )
     elected = golden_snapshot()
