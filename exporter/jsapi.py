@@ -30,7 +30,8 @@ class JetStreamRequestError(Exception):
 
 
 class JetStreamTimeoutError(JetStreamRequestError):
-    """No reply in time: often a missing publish permission, which the server reports only asynchronously."""
+    """No reply in time: a missing publish permission (which the server reports only asynchronously), or,
+    on a cluster, a stream or consumer whose leader is down or being elected."""
 
 
 class JetStreamUnavailableError(JetStreamRequestError):

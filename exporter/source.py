@@ -169,17 +169,16 @@ class JetStreamSource:
         clustered = server is not None and bool(server.cluster)
         account = await self._account_name()
         partial: dict[str, str | None] = {"account": None, "streams": None, "consumers": None}
-        try:
-            account_state: AccountState | None = await self._fetch_account(account)
-        except CollectionError as exc:
-            if not (clustered and previous is not None and previous.account is not None):
-                raise
-            account_state, partial["account"] = previous.account, exc.message  # no meta leader, for now
+        account_state = None if clustered else await self._fetch_account(account)
         try:
             async with asyncio.TaskGroup() as group:
                 dead_letters_task = group.create_task(self._fetch_dead_letters(account, previous))
                 if clustered:
+                    # INFO and STREAM.NAMES both wait for the meta leader: asked together, its absence
+                    # costs one request timeout, not two.
+                    account_task = group.create_task(self._fetch_account_or_keep(account, previous, partial))
                     inventory = await self._fetch_inventory_by_stream(account, previous, partial)
+                    account_state = await account_task
                 else:
                     inventory = await self._fetch_inventory(account, previous)
                 lags = await self._measure_lags(inventory)
@@ -251,6 +250,18 @@ class JetStreamSource:
     async def _fetch_account(self, account: str) -> AccountState:
         with _stage("account"):
             return parse_account_state(await self._request("INFO"), account)
+
+    async def _fetch_account_or_keep(
+        self, account: str, previous: Snapshot | None, partial: dict[str, str | None]
+    ) -> AccountState | None:
+        """INFO; on a cluster without a meta leader the previous cycle's state is kept (a partial failure)."""
+        try:
+            return await self._fetch_account(account)
+        except CollectionError as exc:
+            if previous is None or previous.account is None:
+                raise
+            partial["account"] = exc.message
+            return previous.account
 
     # --- streams and consumers --------------------------------------------------------------------
 

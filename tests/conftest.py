@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.waiting import wait_for
 
 from exporter.natsserver import NatsCluster, NatsServerProcess
+
+__all__ = ["three_node_cluster", "wait_for"]  # wait_for lives in tests/support; kept here for old tests
 
 
 @pytest.fixture(autouse=True)
@@ -41,23 +42,3 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
 def three_node_cluster(base: Path) -> list[NatsServerProcess]:
     """Three clustered JetStream servers n1..n3 (tagged node:1..3), started: ``NatsCluster``'s members."""
     return NatsCluster(base).start().members
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool] | bool],
-    *,
-    timeout: float = 10.0,  # noqa: ASYNC109 (the polling deadline, not a cancellation timeout)
-    interval: float = 0.05,
-    message: str = "condition",
-) -> None:
-    """Poll ``condition`` until it is true, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(interval)

@@ -1,0 +1,118 @@
+"""A running exporter watched through /metrics while cluster members fail, and stream leadership helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from nats.aio.client import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.app import ExporterApp
+from exporter.natsserver import NatsCluster, NatsServerProcess
+from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
+from support.waiting import wait_for
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+SCRAPE_PERIOD_SECONDS = 0.2
+
+
+async def stream_info(nc: Client, stream: str) -> dict[str, Any] | None:
+    """The stream's STREAM.INFO from its leader, None while nobody answers (an election)."""
+    try:
+        msg = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=1)
+    except Exception:  # noqa: BLE001 (no reply during an election is the expected answer)
+        return None
+    reply: dict[str, Any] = json.loads(msg.data)
+    return None if "error" in reply else reply
+
+
+async def lead_away_from(nc: Client, stream: str, avoid: str) -> str:
+    """Step the stream's leader down until a server other than ``avoid`` leads it; that server's name."""
+
+    async def led_elsewhere() -> bool:
+        info = await stream_info(nc, stream)
+        leader = (info or {}).get("cluster", {}).get("leader")
+        if leader == avoid:
+            with contextlib.suppress(Exception):
+                await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=2)
+        return leader not in (None, avoid)
+
+    await wait_for(led_elsewhere, timeout=30, message=f"{stream} led by a server other than {avoid}")
+    info = await stream_info(nc, stream)
+    assert info is not None
+    return str(info["cluster"]["leader"])
+
+
+def restart_all(cluster: NatsCluster) -> None:
+    """Start every member that a test stopped, so the next test finds the whole cluster."""
+    for member in cluster.members:
+        if not member.running:
+            member.start()
+
+
+@dataclass
+class Watch:
+    """Every /metrics scrape of one exporter while a test runs: status codes and the samples."""
+
+    port: int
+    statuses: list[int] = field(default_factory=list)
+    up: list[float | None] = field(default_factory=list)
+    latest: Samples = field(default_factory=dict)
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.latest.get((name, frozenset(labels.items())))
+
+    def series(self, name: str, **labels: str) -> list[frozenset[tuple[str, str]]]:
+        """Label sets of ``name``'s series that carry ``labels`` (a subset match)."""
+        wanted = set(labels.items())
+        return [series for key, series in self.latest if key == name and wanted <= series]
+
+    async def scrape(self, session: aiohttp.ClientSession) -> None:
+        async with session.get(f"http://127.0.0.1:{self.port}/metrics") as response:
+            text = await response.text()
+            self.statuses.append(response.status)
+        samples: Samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[sample.name, frozenset(sample.labels.items())] = sample.value
+        self.latest = samples
+        self.up.append(samples.get(("nats_up", frozenset())))
+
+
+def fast_settings(server: NatsServerProcess, interval: float = 1.0) -> Settings:
+    """One-second cycles (deadline ⅔ of it), connected to ``server`` only."""
+    return Settings(
+        nats=NatsSettings(servers=(server.url,), connect_timeout_seconds=1.0),
+        web=WebSettings(listen_address="127.0.0.1:0"),
+        collection=CollectionSettings(interval_seconds=interval, deadline_seconds=interval * 2 / 3),
+    )
+
+
+@contextlib.asynccontextmanager
+async def watched_exporter(settings: Settings) -> AsyncIterator[Watch]:
+    """An exporter scraped every 0.2 s in the background until the block ends."""
+    app = ExporterApp(settings)
+    await app.start()
+    watch = Watch(app.port)
+
+    async def scrape_forever() -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                await watch.scrape(session)
+                await asyncio.sleep(SCRAPE_PERIOD_SECONDS)
+
+    scraper = asyncio.create_task(scrape_forever())
+    try:
+        await wait_for(lambda: watch.up[-1:] == [1.0], timeout=15, message="a first successful collection")
+        yield watch
+    finally:
+        scraper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scraper
+        await app.stop()

@@ -1,0 +1,29 @@
+"""Waiting on a condition under a deadline, never with a bare sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool] | bool],
+    *,
+    timeout: float = 10.0,  # noqa: ASYNC109 (the polling deadline, not a cancellation timeout)
+    interval: float = 0.05,
+    message: str = "condition",
+) -> None:
+    """Poll ``condition`` until it is true, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)

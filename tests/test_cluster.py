@@ -1,0 +1,220 @@
+"""Collection from a real 3-node cluster while members fail: nothing blinds the exporter.
+
+One cluster serves every test of the module (starting one costs about a second; elections cost more), and
+each test leaves every member running. The exporter collects every second from n1 and is scraped every
+0.2 s; every scrape must be 200 with ``nats_up 1`` while a member other than n1 is down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+from spec_platform import create_consumer, create_stream, publish_when_routed
+from support.cluster import Watch, fast_settings, lead_away_from, restart_all, stream_info, watched_exporter
+from support.waiting import wait_for
+
+from exporter.natsserver import NatsCluster
+
+pytestmark = pytest.mark.timeout(120)
+
+ENTRY = "n1"  # the member the exporter is connected to; never killed here
+ACCOUNT = "$G"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    with NatsCluster(Path(tmp_path_factory.mktemp("cluster"))) as started:
+        yield started
+
+
+@pytest.fixture
+async def nc(cluster: NatsCluster) -> AsyncIterator[Client]:
+    restart_all(cluster)
+    connection = await nats.connect(cluster.member(ENTRY).url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+        restart_all(cluster)
+
+
+async def replicated_stream(nc: Client, name: str, messages: int) -> None:
+    """An R3 stream with an R3 consumer and ``messages`` messages, led by a member other than n1."""
+    await create_stream(nc, name, [f"{name.lower()}.>"], num_replicas=3)
+    await create_consumer(nc, name, {"name": "reader", "durable_name": "reader"})
+    for _ in range(messages):
+        await publish_when_routed(nc, f"{name.lower()}.event", b"x")
+    await lead_away_from(nc, name, ENTRY)
+
+
+def assert_always_up(watch: Watch) -> None:
+    """Every scrape 200, and nats_up 1 from the first successful collection on."""
+    assert set(watch.statuses) == {200}
+    assert set(watch.up[watch.up.index(1.0) :]) == {1.0}, watch.up
+
+
+def stream_value(watch: Watch, family: str, stream: str, **labels: str) -> float | None:
+    return watch.value(family, account=ACCOUNT, stream=stream, **labels)
+
+
+async def matches_leader(nc: Client, watch: Watch, stream: str) -> bool:
+    info = await stream_info(nc, stream)
+    if info is None:
+        return False
+    return stream_value(watch, "nats_stream_messages_total", stream) == info["state"]["last_seq"] and (
+        stream_value(watch, "nats_stream_stored_messages", stream) == info["state"]["messages"]
+    )
+
+
+def all_current(watch: Watch, stream: str, peers: int) -> bool:
+    return stream_value(watch, "nats_stream_replicas_current", stream) == peers and all(
+        watch.latest[("nats_stream_replica_current", series)] == 1
+        for series in watch.series("nats_stream_replica_current", stream=stream)
+    )
+
+
+async def test_a_killed_follower_and_the_r1_stream_on_it(cluster: NatsCluster, nc: Client) -> None:
+    await replicated_stream(nc, "ORDERS", messages=3)
+    info = await stream_info(nc, "ORDERS")
+    assert info is not None
+    follower = next(m for m in cluster.members if m.server_name not in (ENTRY, info["cluster"]["leader"]))
+    # EDGE's only replica is on the follower: while it is down, EDGE cannot be read at all.
+    await create_stream(
+        nc, "EDGE", ["edge.>"], num_replicas=1, placement={"tags": [f"node:{follower.server_name[1:]}"]}
+    )
+    await create_consumer(nc, "EDGE", {"name": "edge-reader", "durable_name": "edge-reader"})
+    await publish_when_routed(nc, "edge.event", b"x")
+    peers = {m.server_name for m in cluster.members}
+
+    async with watched_exporter(fast_settings(cluster.member(ENTRY))) as watch:
+        await wait_for(lambda: all_current(watch, "ORDERS", 3), timeout=20, message="ORDERS fully current")
+        await wait_for(
+            lambda: stream_value(watch, "nats_stream_messages_total", "EDGE") == 1, message="EDGE collected"
+        )
+        assert {
+            dict(s)["server"] for s in watch.series("nats_stream_replica_current", stream="ORDERS")
+        } == peers
+        assert stream_value(watch, "nats_stream_replica_current", "EDGE", server=follower.server_name) == 1
+        edge_before = {key: v for key, v in watch.latest.items() if ("stream", "EDGE") in key[1]}
+        edge_values = {
+            key: v
+            for key, v in edge_before.items()
+            if "replica" not in key[0] and not key[0].endswith("_info")
+        }
+
+        follower.kill()
+        killed_scrapes = len(watch.statuses)
+        # The leader marks the killed follower not current after about 10 s; until then its series stays.
+        await wait_for(
+            lambda: (
+                stream_value(watch, "nats_stream_replica_current", "ORDERS", server=follower.server_name) == 0
+            ),
+            timeout=40,
+            message="the killed follower reported not current",
+        )
+        assert stream_value(watch, "nats_stream_replicas_current", "ORDERS") == 2
+        assert {
+            dict(s)["server"] for s in watch.series("nats_stream_replica_current", stream="ORDERS")
+        } == peers
+        await wait_for(lambda: matches_leader(nc, watch, "ORDERS"), message="ORDERS equal to its leader's")
+        # EDGE keeps its last values (one series each), with no replica current.
+        for key, kept in edge_values.items():
+            assert watch.latest[key] == kept, key
+        assert stream_value(watch, "nats_stream_replicas_current", "EDGE") == 0
+        assert stream_value(watch, "nats_stream_replica_current", "EDGE", server=follower.server_name) == 0
+        assert (watch.value("nats_exporter_collection_errors_total", stage="streams") or 0) >= 1
+        assert len(watch.statuses) > killed_scrapes
+        assert_always_up(watch)
+
+        follower.start()
+        await wait_for(lambda: all_current(watch, "ORDERS", 3), timeout=30, message="ORDERS current again")
+        await wait_for(
+            lambda: stream_value(watch, "nats_stream_replicas_current", "EDGE") == 1,
+            timeout=30,
+            message="EDGE back",
+        )
+        assert_always_up(watch)
+
+
+async def test_a_killed_stream_leader(cluster: NatsCluster, nc: Client) -> None:
+    await replicated_stream(nc, "PAYMENTS", messages=5)
+    info = await stream_info(nc, "PAYMENTS")
+    assert info is not None
+    leader = cluster.member(info["cluster"]["leader"])
+
+    async with watched_exporter(fast_settings(cluster.member(ENTRY))) as watch:
+        await wait_for(lambda: all_current(watch, "PAYMENTS", 3), timeout=20, message="PAYMENTS current")
+        assert watch.series("nats_stream_info", stream="PAYMENTS", leader=leader.server_name)
+        total = stream_value(watch, "nats_stream_messages_total", "PAYMENTS")
+        assert total == info["state"]["last_seq"] == 5
+
+        leader.kill()
+
+        def new_leader() -> bool:
+            series = watch.series("nats_stream_info", stream="PAYMENTS")
+            return len(series) == 1 and dict(series[0])["leader"] not in ("", leader.server_name)
+
+        await wait_for(new_leader, timeout=40, message="the new leader in nats_stream_info")
+        for family in ("nats_stream_messages_total", "nats_stream_stored_messages", "nats_stream_info"):
+            assert len(watch.series(family, stream="PAYMENTS")) == 1, family
+        # Neither reset nor doubled:
+        assert stream_value(watch, "nats_stream_messages_total", "PAYMENTS") == total
+        await wait_for(lambda: matches_leader(nc, watch, "PAYMENTS"), message="values equal the new leader's")
+        assert stream_value(watch, "nats_stream_replicas_current", "PAYMENTS") in (2, 3)
+        assert_always_up(watch)
+
+        leader.start()
+        await wait_for(
+            lambda: all_current(watch, "PAYMENTS", 3), timeout=30, message="PAYMENTS current again"
+        )
+        await wait_for(
+            lambda: stream_value(watch, "nats_consumer_replicas_current", "PAYMENTS", consumer="reader") == 3,
+            timeout=30,
+            message="the consumer's replicas current again",
+        )
+        assert_always_up(watch)
+
+
+async def test_mirror_lag_and_source_info(cluster: NatsCluster, nc: Client) -> None:
+    await create_stream(nc, "ORIGIN", ["origin.>"], num_replicas=3)
+    for _ in range(4):
+        await publish_when_routed(nc, "origin.event", b"x")
+    await create_stream(nc, "COPY", [], num_replicas=1, mirror={"name": "ORIGIN"})
+
+    async def mirrored(watch: Watch) -> bool:
+        info: dict[str, Any] | None = await stream_info(nc, "COPY")
+        if info is None or info["state"]["messages"] != 4:
+            return False
+        return (
+            stream_value(watch, "nats_stream_source_lag_messages", "COPY", source="ORIGIN")
+            == info["mirror"]["lag"]
+            and stream_value(watch, "nats_stream_messages_total", "COPY") == 4
+        )
+
+    async with watched_exporter(fast_settings(cluster.member(ENTRY))) as watch:
+        await wait_for(lambda: mirrored(watch), timeout=20, message="the mirror caught up, lag reported")
+        info_series = watch.series("nats_stream_source_info", stream="COPY")
+        assert [dict(s) for s in info_series] == [
+            {
+                "account": ACCOUNT,
+                "stream": "COPY",
+                "source": "ORIGIN",
+                "kind": "mirror",
+                "filter_subject": "",
+                "external_api": "",
+            }
+        ]
+        active = stream_value(
+            watch, "nats_stream_source_last_active_timestamp_seconds", "COPY", source="ORIGIN"
+        )
+        collected = watch.value("nats_exporter_last_success_timestamp_seconds")
+        assert active is not None
+        assert collected is not None
+        assert active <= collected + 1
+        assert watch.series("nats_stream_source_lag_messages", stream="ORIGIN") == []  # not a mirror
+        assert_always_up(watch)
