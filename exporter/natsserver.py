@@ -238,7 +238,7 @@ class NatsCluster:
         try:
             for member in self.members:
                 member.start()
-            self.wait_for_meta_leader()
+            self.wait_until_formed()
         except BaseException:
             self.stop()
             raise
@@ -270,6 +270,22 @@ class NatsCluster:
         with urllib.request.urlopen(f"http://127.0.0.1:{member.monitor_port}/jsz", timeout=5) as response:
             document: dict[str, Any] = json.loads(response.read())
         return document
+
+    def wait_until_formed(self, timeout: float = START_DEADLINE_SECONDS) -> None:
+        """Wait until the meta leader sees every running member as a current peer (streams can be placed)."""
+        deadline = time.monotonic() + timeout
+        running = sum(member.running for member in self.members)
+        while True:
+            leader = self.meta_leader()
+            if leader is not None and self.member(leader).running:
+                with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+                    meta = self.jsz(self.member(leader)).get("meta_cluster") or {}
+                    peers = [peer for peer in meta.get("replicas") or () if peer.get("current")]
+                    if len(peers) + 1 >= running:
+                        return
+            if time.monotonic() > deadline:
+                raise NatsServerError(f"the cluster did not form within {timeout:g}s")
+            time.sleep(0.05)
 
     def meta_leader(self) -> str | None:
         """The JetStream meta leader's server name as a running member sees it, None while there is none."""

@@ -74,6 +74,10 @@ USER_INFO_SUBJECT = "$SYS.REQ.USER.INFO"
 # (a missing publish permission, a stream without a leader) is reported with its stage before the whole
 # cycle times out.
 REQUEST_TIMEOUT_SHARE = 0.5
+# Every request of a cycle must also be answered within this share of the deadline, counted from the
+# cycle's start: requests in a row (INFO, then STREAM.INFO, then CONSUMER.LIST, then lag look-ups) that
+# each wait for an unreachable leader cost their streams' data, never the whole cycle.
+CYCLE_BUDGET_SHARE = 0.9
 USER_INFO_TIMEOUT_SECONDS = 2.0
 
 
@@ -158,6 +162,8 @@ class JetStreamSource:
         )
         self._api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=self._request_timeout)
         self._in_flight = asyncio.Semaphore(settings.collection.concurrency)
+        self._cycle_budget = collection.deadline_seconds * CYCLE_BUDGET_SHARE
+        self._cycle_ends = float("inf")  # loop time by which this cycle's requests must be answered
         self._account: str | None = settings.nats.account
         self._dead_letter_present: dict[str, bool] = {}
         self._failing_partial_stages: set[str] = set()
@@ -165,6 +171,7 @@ class JetStreamSource:
 
     async def fetch_snapshot(self, previous: Snapshot | None) -> Snapshot:
         """One collection cycle. Raises CollectionError; lag and dead-letter failures are partial."""
+        self._cycle_ends = asyncio.get_running_loop().time() + self._cycle_budget
         server = self._server_info()
         clustered = server is not None and bool(server.cluster)
         account = await self._account_name()
@@ -207,7 +214,11 @@ class JetStreamSource:
 
     async def _request(self, api: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
         async with self._in_flight:
-            return await self._api.request_json(api, payload)
+            return await self._api.request_json(api, payload, reply_within=self._time_left())
+
+    def _time_left(self) -> float:
+        """What is left of the cycle's budget; the API caps it at the request timeout."""
+        return self._cycle_ends - asyncio.get_running_loop().time()
 
     def _server_info(self) -> ServerInfo | None:
         info: Mapping[str, Any] = self._nc._server_info  # noqa: SLF001 (nats-py has no public accessor)
@@ -571,7 +582,9 @@ class JetStreamSource:
         if stream.allow_direct:
             try:
                 async with self._in_flight:
-                    msg = await self._api.request_message(f"DIRECT.GET.{stream.name}", payload)
+                    msg = await self._api.request_message(
+                        f"DIRECT.GET.{stream.name}", payload, reply_within=self._time_left()
+                    )
                 return parse_direct_get_headers(msg.headers)
             except JetStreamUnavailableError:
                 # Nobody serves direct gets (stream just deleted, or not reachable that way): ask the leader.

@@ -7,6 +7,7 @@ each test leaves every member running. The exporter collects every second from n
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
 @pytest.fixture
 async def nc(cluster: NatsCluster) -> AsyncIterator[Client]:
     restart_all(cluster)
-    connection = await nats.connect(cluster.member(ENTRY).url)
+    connection = await nats.connect(servers=cluster.urls)
     try:
         yield connection
     finally:
@@ -218,3 +219,47 @@ async def test_mirror_lag_and_source_info(cluster: NatsCluster, nc: Client) -> N
         assert active <= collected + 1
         assert watch.series("nats_stream_source_lag_messages", stream="ORIGIN") == []  # not a mirror
         assert_always_up(watch)
+
+
+async def test_a_killed_meta_leader(cluster: NatsCluster, nc: Client) -> None:
+    meta = cluster.wait_for_meta_leader()
+    entry = next(member for member in cluster.members if member.server_name != meta)
+    await create_stream(nc, "AUDIT", ["audit.>"], num_replicas=3)
+    await publish_when_routed(nc, "audit.event", b"x")
+
+    async with watched_exporter(fast_settings(entry)) as watch:
+        await wait_for(lambda: all_current(watch, "AUDIT", 3), timeout=20, message="AUDIT current")
+        cluster.member(meta).kill()
+        killed = time.monotonic()
+        await wait_for(
+            lambda: cluster.meta_leader() not in (None, meta), timeout=40, message="a new meta leader"
+        )
+        await wait_for(lambda: matches_leader(nc, watch, "AUDIT"), timeout=20, message="AUDIT read again")
+        await wait_for(lambda: watch.times[-1] > time.monotonic() - 0.5, message="a fresh scrape")
+        print(f"meta leader {meta} killed: nats_up back to 1 after {watch.first_up_after(killed)} s")
+        assert_always_up(watch)
+
+
+async def test_the_connected_server_killed(cluster: NatsCluster, nc: Client) -> None:
+    await create_stream(nc, "EVENTS", ["events.>"], num_replicas=3)
+    await publish_when_routed(nc, "events.event", b"x")
+    entry = cluster.member("n2")
+
+    async with watched_exporter(fast_settings(entry)) as watch:
+        await wait_for(lambda: all_current(watch, "EVENTS", 3), timeout=20, message="EVENTS current")
+        entry.kill()
+        killed, scrapes = time.monotonic(), len(watch.up)
+
+        def reconnected() -> bool:
+            series = watch.series("nats_server_info")
+            return len(series) == 1 and dict(series[0])["server_name"] != entry.server_name
+
+        await wait_for(reconnected, timeout=30, message="collecting from another member")
+        await wait_for(lambda: watch.up[-1] == 1.0, timeout=30, message="nats_up 1 after the reconnect")
+        down = watch.up[scrapes:].count(0.0)
+        print(
+            f"connected server killed: {down} scrapes with nats_up 0, up after {watch.first_up_after(killed)}"
+        )
+        assert len(watch.series("nats_stream_messages_total", stream="EVENTS")) == 1
+        await wait_for(lambda: matches_leader(nc, watch, "EVENTS"), timeout=20, message="EVENTS read again")
+        assert set(watch.statuses) == {200}

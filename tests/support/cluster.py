@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from support.waiting import wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 SCRAPE_PERIOD_SECONDS = 0.2
+SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
 async def stream_info(nc: Client, stream: str) -> dict[str, Any] | None:
@@ -51,9 +53,11 @@ async def lead_away_from(nc: Client, stream: str, avoid: str) -> str:
 
 def restart_all(cluster: NatsCluster) -> None:
     """Start every member that a test stopped, so the next test finds the whole cluster."""
-    for member in cluster.members:
-        if not member.running:
-            member.start()
+    stopped = [member for member in cluster.members if not member.running]
+    for member in stopped:
+        member.start()
+    if stopped:
+        cluster.wait_until_formed()
 
 
 @dataclass
@@ -63,7 +67,20 @@ class Watch:
     port: int
     statuses: list[int] = field(default_factory=list)
     up: list[float | None] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # monotonic time of each answered scrape
+    failures: list[str] = field(default_factory=list)  # scrapes that got no answer
     latest: Samples = field(default_factory=dict)
+
+    def first_up_after(self, moment: float) -> float | None:
+        """Seconds from ``moment`` (monotonic) to the first scrape with nats_up 1 after a scrape with 0."""
+        seen_down = False
+        for scraped, up in zip(self.times, self.up, strict=True):
+            if scraped < moment:
+                continue
+            seen_down = seen_down or up != 1.0
+            if seen_down and up == 1.0:
+                return scraped - moment
+        return 0.0 if not seen_down else None
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.latest.get((name, frozenset(labels.items())))
@@ -74,19 +91,28 @@ class Watch:
         return [series for key, series in self.latest if key == name and wanted <= series]
 
     async def scrape(self, session: aiohttp.ClientSession) -> None:
-        async with session.get(f"http://127.0.0.1:{self.port}/metrics") as response:
-            text = await response.text()
-            self.statuses.append(response.status)
+        try:
+            async with session.get(
+                f"http://127.0.0.1:{self.port}/metrics", timeout=SCRAPE_TIMEOUT
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.failures.append(f"{type(exc).__name__}: {exc}")
+            self.statuses.append(0)  # no answer at all: counted as a scrape that was not 200
+            return
+        self.statuses.append(status)
         samples: Samples = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 samples[sample.name, frozenset(sample.labels.items())] = sample.value
         self.latest = samples
+        self.times.append(time.monotonic())
         self.up.append(samples.get(("nats_up", frozenset())))
 
 
 def fast_settings(server: NatsServerProcess, interval: float = 1.0) -> Settings:
-    """One-second cycles (deadline ⅔ of it), connected to ``server`` only."""
+    """One-second cycles (deadline ⅔ of it), connected to ``server`` (the others are discovered from it)."""
     return Settings(
         nats=NatsSettings(servers=(server.url,), connect_timeout_seconds=1.0),
         web=WebSettings(listen_address="127.0.0.1:0"),
@@ -112,6 +138,8 @@ async def watched_exporter(settings: Settings) -> AsyncIterator[Watch]:
         await wait_for(lambda: watch.up[-1:] == [1.0], timeout=15, message="a first successful collection")
         yield watch
     finally:
+        if scraper.done() and not scraper.cancelled() and scraper.exception() is not None:
+            raise AssertionError("the background scraper failed") from scraper.exception()
         scraper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await scraper
