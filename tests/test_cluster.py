@@ -7,6 +7,7 @@ each test leaves every member running. The exporter collects every second from n
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,11 +16,14 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from spec_platform import create_consumer, create_stream, publish_when_routed
 from support.cluster import Watch, fast_settings, lead_away_from, restart_all, stream_info, watched_exporter
 from support.waiting import wait_for
 
 from exporter.natsserver import NatsCluster
+from exporter.settings import FilterSettings, Settings
+from exporter.source import JetStreamSource
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -263,3 +267,56 @@ async def test_the_connected_server_killed(cluster: NatsCluster, nc: Client) -> 
         assert len(watch.series("nats_stream_messages_total", stream="EVENTS")) == 1
         await wait_for(lambda: matches_leader(nc, watch, "EVENTS"), timeout=20, message="EVENTS read again")
         assert set(watch.statuses) == {200}
+
+
+async def test_request_budget_and_replica_counts(cluster: NatsCluster, nc: Client) -> None:
+    """1 INFO + 1 STREAM.NAMES page + STREAM.INFO and CONSUMER.LIST per selected stream, nothing else."""
+    for index, replicas in enumerate((3, 1, 1)):
+        name = f"BUDGET_{index}"
+        await create_stream(nc, name, [f"budget.{index}.>"], num_replicas=replicas)
+        await create_consumer(nc, name, {"name": "reader", "durable_name": "reader"})
+    source_nc = await nats.connect(cluster.member(ENTRY).url)
+    tap = await nats.connect(cluster.member(ENTRY).url)
+    try:
+        requests: list[str] = []
+        sentinels: list[Msg] = []
+
+        async def record(msg: Msg) -> None:  # nobody else asks the API during this test
+            requests.append(msg.subject)
+
+        async def mark(msg: Msg) -> None:
+            sentinels.append(msg)
+
+        await tap.subscribe("$JS.API.>", cb=record)
+        await tap.subscribe("budget.sentinel", cb=mark)
+        await tap.flush()
+        selected = Settings(filters=FilterSettings(stream_include=re.compile("BUDGET_.*")))
+        snapshot = await JetStreamSource(source_nc, selected).fetch_snapshot(None)
+        await source_nc.publish("budget.sentinel", b"")
+        await source_nc.flush()
+        await wait_for(lambda: bool(sentinels), message="the sentinel after the cycle")
+    finally:
+        await tap.close()
+        await source_nc.close()
+
+    names = [f"BUDGET_{index}" for index in range(3)]
+    expected = ["$JS.API.INFO", "$JS.API.STREAM.NAMES"]
+    expected += [f"$JS.API.{api}.{name}" for name in names for api in ("STREAM.INFO", "CONSUMER.LIST")]
+    assert sorted(requests) == sorted(expected)
+    assert snapshot.partial_errors == ()
+    streams = {stream.name: stream for stream in snapshot.streams}
+    assert [(streams[name].replicas, len(streams[name].peers)) for name in names] == [(3, 3), (1, 1), (1, 1)]
+    for name in names:
+        info = await stream_info(nc, name)
+        assert info is not None
+        stream = streams[name]
+        assert stream.peers[0].server == stream.leader == info["cluster"]["leader"]
+        assert {peer.server for peer in stream.peers[1:]} == {
+            r["name"] for r in info["cluster"].get("replicas", ())
+        }
+    readers = {consumer.stream: consumer for consumer in snapshot.consumers}
+    assert [(readers[name].replicas, readers[name].replicas_current) for name in names] == [
+        (3, 3),
+        (1, 1),
+        (1, 1),
+    ]
