@@ -142,7 +142,8 @@ def replicas_current(cluster: Mapping[str, Any]) -> int:
 
 
 def parse_sources(info: Mapping[str, Any]) -> tuple[SourceState, ...]:
-    """``StreamInfo.mirror`` and ``StreamInfo.sources[]`` -> SourceState, one per origin stream name."""
+    """``StreamInfo.mirror`` and ``StreamInfo.sources[]`` -> SourceState, one per origin stream name, by name
+    (the server lists sources in no fixed order)."""
     found: dict[str, SourceState] = {}
     mirror = info.get("mirror")
     origins = [("mirror", mirror)] if mirror else []
@@ -162,7 +163,7 @@ def parse_sources(info: Mapping[str, Any]) -> tuple[SourceState, ...]:
             # Nanoseconds since the origin was last heard from; negative (or absent) means never.
             active_seconds=active / _NANOSECONDS if isinstance(active, int) and active >= 0 else None,
         )
-    return tuple(found.values())
+    return tuple(found[name] for name in sorted(found))
 
 
 def filter_subjects_of(config: Mapping[str, Any]) -> tuple[str, ...]:

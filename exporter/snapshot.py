@@ -88,7 +88,7 @@ class StreamState:
     # The group's peers, leader first; empty when the server is not clustered (the stream is then current
     # on the one server there is).
     peers: tuple[ReplicaState, ...] = ()
-    sources: tuple[SourceState, ...] = ()  # the mirror, or the sources, in configuration order
+    sources: tuple[SourceState, ...] = ()  # the mirror, or the sources, by origin name
 
     @property
     def replicas_current(self) -> int:
