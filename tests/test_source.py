@@ -44,6 +44,7 @@ from spec_platform import (
     respond,
     voice_message,
 )
+from support.cluster import lead_away_from
 
 from exporter.natsserver import NatsServerProcess
 from exporter.settings import CollectionSettings, FilterSettings, NatsSettings, Settings
@@ -431,14 +432,7 @@ async def test_missing_streams_and_consumers_keep_their_previous_values(tmp_path
                 break
         assert on_victim is not None
 
-        async def shared_led_elsewhere() -> bool:
-            info = await request_or_none(nc, "STREAM.INFO.SHARED")
-            stream_leader = (info or {}).get("cluster", {}).get("leader")
-            if stream_leader == victim.server_name:
-                await request_or_none(nc, "STREAM.LEADER.STEPDOWN.SHARED")
-            return stream_leader not in (None, victim.server_name)
-
-        await wait_for(shared_led_elsewhere, timeout=20, message="SHARED led by a surviving server")
+        await lead_away_from(nc, "SHARED", victim.server_name)
         source_nc = await nats.connect(survivor.url)
         connections.append(source_nc)
         source = JetStreamSource(source_nc, Settings())
