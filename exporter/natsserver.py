@@ -280,7 +280,8 @@ class NatsCluster:
             if leader is not None and self.member(leader).running:
                 with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
                     meta = self.jsz(self.member(leader)).get("meta_cluster") or {}
-                    peers = [peer for peer in meta.get("replicas") or () if peer.get("current")]
+                    replicas = meta.get("replicas") or ()
+                    peers = [peer for peer in replicas if peer.get("current") and not peer.get("offline")]
                     if len(peers) + 1 >= running:
                         return
             if time.monotonic() > deadline:

@@ -17,8 +17,16 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from spec_platform import create_consumer, create_stream, publish_when_routed
-from support.cluster import Watch, fast_settings, lead_away_from, restart_all, stream_info, watched_exporter
+from spec_platform import create_consumer, publish_when_routed
+from support.cluster import (
+    Watch,
+    create_placed_stream,
+    fast_settings,
+    lead_away_from,
+    restart_all,
+    stream_info,
+    watched_exporter,
+)
 from support.waiting import wait_for
 
 from exporter.natsserver import NatsCluster
@@ -27,7 +35,7 @@ from exporter.source import JetStreamSource
 
 pytestmark = pytest.mark.timeout(120)
 
-ENTRY = "n1"  # the member the exporter is connected to; never killed here
+ENTRY = "n1"  # the exporter's server, never killed, except where a test picks another one for the exporter
 ACCOUNT = "$G"
 
 
@@ -50,7 +58,7 @@ async def nc(cluster: NatsCluster) -> AsyncIterator[Client]:
 
 async def replicated_stream(nc: Client, name: str, messages: int) -> None:
     """An R3 stream with an R3 consumer and ``messages`` messages, led by a member other than n1."""
-    await create_stream(nc, name, [f"{name.lower()}.>"], num_replicas=3)
+    await create_placed_stream(nc, name, [f"{name.lower()}.>"], num_replicas=3)
     await create_consumer(nc, name, {"name": "reader", "durable_name": "reader"})
     for _ in range(messages):
         await publish_when_routed(nc, f"{name.lower()}.event", b"x")
@@ -89,7 +97,7 @@ async def test_a_killed_follower_and_the_r1_stream_on_it(cluster: NatsCluster, n
     assert info is not None
     follower = next(m for m in cluster.members if m.server_name not in (ENTRY, info["cluster"]["leader"]))
     # EDGE's only replica is on the follower: while it is down, EDGE cannot be read at all.
-    await create_stream(
+    await create_placed_stream(
         nc, "EDGE", ["edge.>"], num_replicas=1, placement={"tags": [f"node:{follower.server_name[1:]}"]}
     )
     await create_consumer(nc, "EDGE", {"name": "edge-reader", "durable_name": "edge-reader"})
@@ -186,10 +194,10 @@ async def test_a_killed_stream_leader(cluster: NatsCluster, nc: Client) -> None:
 
 
 async def test_mirror_lag_and_source_info(cluster: NatsCluster, nc: Client) -> None:
-    await create_stream(nc, "ORIGIN", ["origin.>"], num_replicas=3)
+    await create_placed_stream(nc, "ORIGIN", ["origin.>"], num_replicas=3)
     for _ in range(4):
         await publish_when_routed(nc, "origin.event", b"x")
-    await create_stream(nc, "COPY", [], num_replicas=1, mirror={"name": "ORIGIN"})
+    await create_placed_stream(nc, "COPY", [], num_replicas=1, mirror={"name": "ORIGIN"})
 
     async def mirrored(watch: Watch) -> bool:
         info: dict[str, Any] | None = await stream_info(nc, "COPY")
@@ -228,7 +236,7 @@ async def test_mirror_lag_and_source_info(cluster: NatsCluster, nc: Client) -> N
 async def test_a_killed_meta_leader(cluster: NatsCluster, nc: Client) -> None:
     meta = cluster.wait_for_meta_leader()
     entry = next(member for member in cluster.members if member.server_name != meta)
-    await create_stream(nc, "AUDIT", ["audit.>"], num_replicas=3)
+    await create_placed_stream(nc, "AUDIT", ["audit.>"], num_replicas=3)
     await publish_when_routed(nc, "audit.event", b"x")
 
     async with watched_exporter(fast_settings(entry)) as watch:
@@ -245,7 +253,7 @@ async def test_a_killed_meta_leader(cluster: NatsCluster, nc: Client) -> None:
 
 
 async def test_the_connected_server_killed(cluster: NatsCluster, nc: Client) -> None:
-    await create_stream(nc, "EVENTS", ["events.>"], num_replicas=3)
+    await create_placed_stream(nc, "EVENTS", ["events.>"], num_replicas=3)
     await publish_when_routed(nc, "events.event", b"x")
     entry = cluster.member("n2")
 
@@ -273,7 +281,7 @@ async def test_request_budget_and_replica_counts(cluster: NatsCluster, nc: Clien
     """1 INFO + 1 STREAM.NAMES page + STREAM.INFO and CONSUMER.LIST per selected stream, nothing else."""
     for index, replicas in enumerate((3, 1, 1)):
         name = f"BUDGET_{index}"
-        await create_stream(nc, name, [f"budget.{index}.>"], num_replicas=replicas)
+        await create_placed_stream(nc, name, [f"budget.{index}.>"], num_replicas=replicas)
         await create_consumer(nc, name, {"name": "reader", "durable_name": "reader"})
     source_nc = await nats.connect(cluster.member(ENTRY).url)
     tap = await nats.connect(cluster.member(ENTRY).url)

@@ -21,6 +21,7 @@ from support.waiting import wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 SCRAPE_PERIOD_SECONDS = 0.2
+NO_SUITABLE_PEERS = 10005
 SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
@@ -49,6 +50,26 @@ async def lead_away_from(nc: Client, stream: str, avoid: str) -> str:
     info = await stream_info(nc, stream)
     assert info is not None
     return str(info["cluster"]["leader"])
+
+
+async def create_placed_stream(nc: Client, name: str, subjects: list[str], **config: Any) -> dict[str, Any]:
+    """STREAM.CREATE, asked again while the meta leader has not yet seen a restarted peer's first
+    statistics (error 10005, "no suitable peers for placement")."""
+    payload = json.dumps({"name": name, "subjects": subjects, **config}).encode()
+    created: dict[str, Any] = {}
+
+    async def create() -> bool:
+        msg = await nc.request(f"$JS.API.STREAM.CREATE.{name}", payload, timeout=5)
+        reply: dict[str, Any] = json.loads(msg.data)
+        error = reply.get("error")
+        if error is not None and error.get("err_code") == NO_SUITABLE_PEERS:
+            return False
+        assert error is None, error
+        created.update(reply)
+        return True
+
+    await wait_for(create, timeout=20, interval=0.2, message=f"{name} created")
+    return created
 
 
 def restart_all(cluster: NatsCluster) -> None:
