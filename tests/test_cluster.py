@@ -7,6 +7,7 @@ each test leaves every member running. The exporter collects every second from n
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -328,3 +329,34 @@ async def test_request_budget_and_replica_counts(cluster: NatsCluster, nc: Clien
         (1, 1),
         (1, 1),
     ]
+
+
+SYSTEM_ACCOUNT = """
+accounts {
+  SYS { users: [{ user: sys, password: sys }] }
+  APP { jetstream: enabled, users: [{ user: app, password: app }] }
+}
+system_account: SYS
+"""
+
+
+async def test_a_cluster_with_a_system_account(tmp_path: Path) -> None:
+    """The launcher's extra configuration reaches every member: all three answer a system-account ping."""
+    with NatsCluster(tmp_path, extra_config=SYSTEM_ACCOUNT) as cluster:
+        system = await nats.connect(cluster.member("n2").url, user="sys", password="sys")
+        app = await nats.connect(cluster.member("n3").url, user="app", password="app")
+        try:
+            answered: set[str] = set()
+
+            async def collect(msg: Msg) -> None:
+                answered.add(json.loads(msg.data)["server"]["name"])
+
+            inbox = system.new_inbox()
+            await system.subscribe(inbox, cb=collect)
+            await system.publish("$SYS.REQ.SERVER.PING", b"", reply=inbox)
+            await wait_for(lambda: answered == {"n1", "n2", "n3"}, message="every member's ping reply")
+            reply = json.loads((await app.request("$JS.API.INFO", b"", timeout=5)).data)
+            assert "error" not in reply
+        finally:
+            await system.close()
+            await app.close()
