@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit system-deps bench docs clean
+.PHONY: demo test lint typecheck unit system-deps bench bench-load docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,13 @@ test: lint typecheck unit
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench --output bench/latest.txt
 
+bench-load: $(BIN)/.installed
+	$(BIN)/python -m bench.load --output bench/latest-load.txt
+
 # Regenerate what is generated: the metric reference, the dashboards, the PrometheusRule.
 docs: $(BIN)/.installed
 	$(BIN)/python -m exporter.reference > docs/metrics.md
+	$(BIN)/python -m exporter.configreference docs/configuration.md
 	$(BIN)/python -m dashboards.build
 	$(BIN)/python alerts/build_prometheusrule.py
 

@@ -66,8 +66,8 @@ async def request_json(
     return data
 
 
-async def build_streams(nc: Client, first: int, count: int) -> None:
-    """Streams BENCH_<i> (memory, one message each) with 10 durable pull consumers."""
+async def build_streams(nc: Client, first: int, count: int, consumers: int = CONSUMERS_PER_STREAM) -> None:
+    """Streams BENCH_<i> (memory, one message each), each with ``consumers`` durable pull consumers."""
     semaphore = asyncio.Semaphore(64)
 
     async def one(index: int) -> None:
@@ -79,7 +79,7 @@ async def build_streams(nc: Client, first: int, count: int) -> None:
                 {"name": name, "subjects": [f"bench.{index}.>"], "storage": "memory", "num_replicas": 1},
             )
             await nc.publish(f"bench.{index}.event", b"x" * 64)
-            for consumer in range(CONSUMERS_PER_STREAM):
+            for consumer in range(consumers):
                 durable = f"c{consumer}"
                 await request_json(
                     nc,

@@ -1,4 +1,4 @@
-"""Consumers: backlog, acknowledgement pressure, redeliveries, delivery rate and lag."""
+"""Consumers: backlog, acknowledgement pressure, redeliveries, delivery rate, lag and processing time."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from dashboards.panels import (
     table_panel,
     timeseries_panel,
 )
-from dashboards.promql import consumer_series, per_second
+from dashboards.promql import consumer_series, consumer_threshold, per_second
 from dashboards.variables import account_variable, consumer_variable, datasource_variable, stream_variable
 
 UID = "nats-jetstream-consumers"
@@ -32,6 +32,12 @@ LAG_SECONDS = consumer_series("nats_consumer_lag_seconds")
 LAG_MESSAGES = f"{PENDING} + {ACK_PENDING}"
 DELIVERY_RATE = per_second(consumer_series("nats_consumer_deliveries_total"))
 LEGEND = "{{stream}} / {{consumer}}"
+ACK_LATENCY_RATE = per_second(consumer_series("nats_consumer_ack_latency_seconds_bucket"))
+
+
+def ack_latency_quantile(quantile: float) -> str:
+    # No aggregation: each consumer's buckets are one histogram already (le is the only varying label).
+    return f"histogram_quantile({quantile}, {ACK_LATENCY_RATE})"
 
 
 def backlog_panels() -> list[PanelBuilder]:
@@ -160,11 +166,85 @@ def lag_panels() -> list[PanelBuilder]:
     ]
 
 
+SINCE_LAST_ACK = f"time() - {consumer_series('nats_consumer_last_ack_timestamp_seconds')}"
+SINCE_LAST_DELIVERY = f"time() - {consumer_series('nats_consumer_last_delivery_timestamp_seconds')}"
+CONSUMER_JOIN = "on(job, instance, account, stream, consumer)"
+# Each value as a share of the consumer's own critical threshold, one series per check: 1 is where the
+# matching alert fires (all consumer checks fire at or above their threshold).
+SHARE_OF_THRESHOLD = " or ".join(
+    f'label_replace({value} / {CONSUMER_JOIN} {consumer_threshold(check)}, "check", "{check}", "", "")'
+    for check, value in (
+        ("unprocessed", PENDING),
+        ("outstanding_ack", ACK_PENDING),
+        ("redelivery", consumer_series("nats_consumer_redelivered_messages")),
+        ("waiting", consumer_series("nats_consumer_waiting_requests")),
+        ("last_delivery", f"({SINCE_LAST_DELIVERY})"),
+        ("last_ack", f"({SINCE_LAST_ACK})"),
+    )
+)
+
+
+def threshold_panels() -> list[PanelBuilder]:
+    return [
+        timeseries_panel(
+            "Consumers against their own thresholds",
+            "Each value the threshold alerts watch, as a share of the critical threshold the consumer's "
+            "own io.nats.monitor metadata sets (nats_consumer_threshold): pending / unprocessed-critical, "
+            "ack pending / outstanding-ack-critical, redelivered / redelivery-critical, waiting pulls / "
+            "waiting-critical, time since the last delivery and ack / last-delivery- and "
+            "last-ack-critical. At 100 % the matching NatsConsumer...Critical alert fires. Only "
+            "consumers with io.nats.monitor.enabled=true and the key set appear.",
+            Query(SHARE_OF_THRESHOLD, "{{stream}} / {{consumer}} {{check}}"),
+            unit=RATIO,
+            limit_line=((0.8, "orange"), (1.0, "red")),
+        ),
+        table_panel(
+            "Consumer thresholds",
+            "The critical thresholds each consumer's metadata sets, next to the current values. Empty "
+            "cells: no such threshold. Set them with `nats consumer edit STREAM CONSUMER --metadata "
+            "io.nats.monitor.KEY=VALUE` (docs/alerts.md).",
+            Column("Pending", PENDING, COUNT),
+            Column("Unprocessed threshold", consumer_threshold("unprocessed"), COUNT),
+            Column("Ack pending", ACK_PENDING, COUNT),
+            Column("Outstanding ack threshold", consumer_threshold("outstanding_ack"), COUNT),
+            Column("Since last ack", SINCE_LAST_ACK, SECONDS),
+            Column("Last ack threshold", consumer_threshold("last_ack"), SECONDS),
+            label_columns=("account", "stream", "consumer"),
+            sort_by="Pending",
+        ),
+    ]
+
+
+def processing_panels() -> list[PanelBuilder]:
+    return [
+        timeseries_panel(
+            "Processing time (p50, p95, p99)",
+            "Time from delivery to acknowledgement of sampled messages, as the server measures it, for "
+            "consumers with sample_freq set (quantiles of nats_consumer_ack_latency_seconds over the rate "
+            "window). This is how long the handlers take, queueing in the client included. p99 near "
+            "ack_wait: slow messages are about to be redelivered while still being worked on. Empty: no "
+            "consumer samples its acknowledgements.",
+            Query(ack_latency_quantile(0.5), "{{stream}} / {{consumer}} p50"),
+            Query(ack_latency_quantile(0.95), "{{stream}} / {{consumer}} p95"),
+            Query(ack_latency_quantile(0.99), "{{stream}} / {{consumer}} p99"),
+            unit=SECONDS,
+        ),
+    ]
+
+
 def build_dashboard() -> Dashboard:
     return assemble_dashboard(
         uid=UID,
         title="NATS JetStream / Consumers",
-        description="Consumer backlog, acknowledgement pressure, redeliveries, delivery rate and lag.",
+        description=(
+            "Consumer backlog, acknowledgement pressure, redeliveries, delivery rate, lag and "
+            "processing time."
+        ),
         variables=[datasource_variable(), account_variable(), stream_variable(), consumer_variable()],
-        sections=[("Backlog and acknowledgements", backlog_panels()), ("Lag", lag_panels())],
+        sections=[
+            ("Backlog and acknowledgements", backlog_panels()),
+            ("Lag", lag_panels()),
+            ("Thresholds from metadata", threshold_panels()),
+            ("Processing time", processing_panels()),
+        ],
     )

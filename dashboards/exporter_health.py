@@ -18,6 +18,7 @@ from dashboards.panels import (
 )
 from dashboards.promql import RATE_WINDOW, exporter_series, increase_over
 from dashboards.variables import datasource_variable, instance_variable
+from exporter.stages import describe_stages
 
 UID = "nats-jetstream-exporter"
 
@@ -84,6 +85,17 @@ def collection_panels() -> list[PanelBuilder]:
             unit=SECONDS,
         ),
         timeseries_panel(
+            "Collection time by stage",
+            "Wall time of each collection stage in the last collection "
+            "(nats_exporter_stage_duration_seconds), so a slow stage shows, not only a slow collection. "
+            "Stages overlap (consumer listings start while stream pages arrive, dead letters are read "
+            "alongside), so they need not add up to the collection duration. A slow account or streams "
+            "stage points at the JetStream API leader; a slow consumers stage at many consumers; a slow "
+            "lag stage at many lagging consumers (lower the lag look-up cap).",
+            Query(exporter_series("nats_exporter_stage_duration_seconds"), "{{instance}} {{stage}}"),
+            unit=SECONDS,
+        ),
+        timeseries_panel(
             "Data age over time",
             "Age of the served data over time next to the collection interval. A saw-tooth up to one "
             "interval is normal; a line that keeps climbing is an outage: nats_up is 0 and the last "
@@ -95,12 +107,9 @@ def collection_panels() -> list[PanelBuilder]:
         timeseries_panel(
             "Collection errors by stage",
             "Failed collection steps per rate window, by stage "
-            "(nats_exporter_collection_errors_total): connect (NATS unreachable or authentication "
-            "refused), account/streams/consumers (JetStream API errors or timeouts), timeout (the "
-            "cycle overran its deadline), lag and dlq (partial failures that keep the rest of the "
-            "data), advisories (the advisory subscription failed, so delivery-failure counters pause). "
-            "No series at all: no stage has failed since the exporter started. The exporter's log has "
-            "the reason.",
+            f"(nats_exporter_collection_errors_total): {describe_stages()}. Every stage has a series "
+            "from the start, at 0; a line above zero is a stage that failed. The exporter's log has the "
+            "reason.",
             Query(
                 increase_over(exporter_series("nats_exporter_collection_errors_total"), RATE_WINDOW),
                 "{{instance}} {{stage}}",

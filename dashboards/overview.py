@@ -21,7 +21,7 @@ from dashboards.panels import (
     table_panel,
     timeseries_panel,
 )
-from dashboards.promql import account_series, per_second, stream_series
+from dashboards.promql import account_series, per_second, stream_series, stream_threshold
 from dashboards.variables import account_variable, datasource_variable, stream_variable
 
 UID = "nats-jetstream-overview"
@@ -185,11 +185,53 @@ def stream_panels() -> list[PanelBuilder]:
     ]
 
 
+SUBJECTS = stream_series("nats_stream_subjects")
+
+
+def threshold_panels() -> list[PanelBuilder]:
+    return [
+        table_panel(
+            "Streams against their own thresholds",
+            "Streams whose io.nats.monitor metadata sets thresholds (nats_stream_threshold), next to the "
+            "values the alerts compare: stored messages against the msgs floors, distinct subjects "
+            "against the subjects ceiling (warn < critical; floors are in the graph below). Empty "
+            "cells: the stream sets no such threshold; a stream without io.nats.monitor.enabled=true "
+            "has none. Set them with "
+            "`nats stream edit STREAM --metadata io.nats.monitor.KEY=VALUE` (docs/alerts.md).",
+            Column("Stored messages", stream_series("nats_stream_stored_messages"), COUNT),
+            Column("Messages floor (warning)", stream_threshold("msgs", "warning"), COUNT),
+            Column("Messages floor (critical)", stream_threshold("msgs", "critical"), COUNT),
+            Column("Subjects", SUBJECTS, COUNT),
+            Column("Subjects ceiling (warning)", stream_threshold("subjects_max", "warning"), COUNT),
+            Column("Subjects ceiling (critical)", stream_threshold("subjects_max", "critical"), COUNT),
+            label_columns=("account", "stream"),
+            sort_by="Subjects",
+        ),
+        timeseries_panel(
+            "Subjects against their thresholds",
+            "Distinct subjects per stream (nats_stream_subjects) with the stream's own subjects-warn and "
+            "subjects-critical thresholds as lines. A subject count approaching its ceiling usually "
+            "means a producer puts ids in subjects; NatsStreamSubjectsWarning and ...Critical fire at "
+            "the lines.",
+            Query(SUBJECTS, "{{stream}}"),
+            Query(
+                stream_series("nats_stream_threshold", 'check=~"subjects_.*"'),
+                "{{stream}} {{check}} {{severity}}",
+            ),
+            unit=COUNT,
+        ),
+    ]
+
+
 def build_dashboard() -> Dashboard:
     return assemble_dashboard(
         uid=UID,
         title="NATS JetStream / Overview",
         description="JetStream accounts against their limits and every stream's size, rate and fill.",
         variables=[datasource_variable(), account_variable(), stream_variable()],
-        sections=[("Account", account_panels()), ("Streams", stream_panels())],
+        sections=[
+            ("Account", account_panels()),
+            ("Streams", stream_panels()),
+            ("Thresholds from metadata", threshold_panels()),
+        ],
     )

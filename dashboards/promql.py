@@ -24,14 +24,26 @@ def account_series(metric: str) -> str:
     return _selector(metric, ('account=~"$account"',))
 
 
-def stream_series(metric: str) -> str:
-    """A family labelled ``account``, ``stream`` (``nats_stream_*``)."""
-    return _selector(metric, ('account=~"$account"', 'stream=~"$stream"'))
+def stream_series(metric: str, *matchers: str) -> str:
+    """A family labelled ``account``, ``stream`` (``nats_stream_*``), plus any ``matchers`` of its own."""
+    return _selector(metric, ('account=~"$account"', 'stream=~"$stream"', *matchers))
 
 
-def consumer_series(metric: str) -> str:
-    """A family labelled ``account``, ``stream``, ``consumer`` (``nats_consumer_*``)."""
-    return _selector(metric, ('account=~"$account"', 'stream=~"$stream"', 'consumer=~"$consumer"'))
+def consumer_series(metric: str, *matchers: str) -> str:
+    """A family labelled ``account``, ``stream``, ``consumer`` (``nats_consumer_*``), plus ``matchers``."""
+    return _selector(metric, ('account=~"$account"', 'stream=~"$stream"', 'consumer=~"$consumer"', *matchers))
+
+
+def stream_threshold(check: str, severity: str) -> str:
+    """One ``io.nats.monitor`` threshold per stream, labelled like the stream's data series."""
+    selector = stream_series("nats_stream_threshold", f'check="{check}"', f'severity="{severity}"')
+    return f"max without (check, severity) ({selector})"
+
+
+def consumer_threshold(check: str, severity: str = "critical") -> str:
+    """One ``io.nats.monitor`` threshold per consumer, labelled like the consumer's data series."""
+    selector = consumer_series("nats_consumer_threshold", f'check="{check}"', f'severity="{severity}"')
+    return f"max without (check, severity) ({selector})"
 
 
 def dead_letter_series(metric: str) -> str:

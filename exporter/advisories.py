@@ -1,208 +1,135 @@
-"""JetStream delivery-failure advisories -> per-consumer counters.
+"""The JetStream events the exporter counts, and how one payload is checked and decoded.
 
-The server publishes one advisory per NAK, per message that exhausted ``max_deliver`` (when the consumer
-next tries to deliver it, i.e. on the next pull) and per ``term()``. Counting them is the only way to see
-these events: ``ConsumerInfo`` keeps no such totals.
+The server publishes, unasked, one advisory per NAK, per message that exhausted ``max_deliver`` (when the
+consumer next tries to deliver it), per ``term()``, per stream or consumer leader election and per loss of
+quorum; and, for a consumer with ``sample_freq`` set, one metric event per sampled acknowledgement.
+``ConsumerInfo`` keeps no such totals: counting these is the only way to see them.
 
-Advisories are plain core-NATS messages, not stored anywhere: those published while the exporter is
-disconnected are lost to it, so the counters undercount across an outage. nats-py re-sends the
-subscriptions itself after a reconnect, so counting resumes without help from here.
+Anyone allowed to publish in the account can publish on these subjects too, so a payload is accepted only
+when it is small, decodes to the documented object, and names the same stream (and consumer) as the
+subject it arrived on. Everything here is pure: ``exporter.intake`` does the subscribing and counting.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+ADVISORY_PREFIX: Final = "$JS.EVENT.ADVISORY."
+METRIC_PREFIX: Final = "$JS.EVENT.METRIC."
+# The server's advisories are a few hundred bytes; anything much larger is not one, and is not decoded.
+MAX_EVENT_BYTES: Final = 8192
 
-from exporter.snapshot import AdvisoryCounts, ConsumerKey
-
-log = logging.getLogger("exporter.advisories")
-
-ADVISORY_PREFIX: Final = "$JS.EVENT.ADVISORY.CONSUMER."
-# A malformed advisory is logged at most this often per kind; the rest only add to the counter.
-MALFORMED_LOG_INTERVAL_SECONDS: Final = 300.0
+Scope = Literal["stream", "consumer"]
 
 
 @dataclass(frozen=True, slots=True)
-class AdvisoryKind:
-    """One advisory subject family: the subject token, the JSON ``type`` and the counter it feeds."""
+class EventKind:
+    """One event subject family: its subject prefix, JSON ``type``, what it names and what it feeds."""
 
-    token: str
+    prefix: str  # the subject up to the stream token, e.g. "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED"
     type: str
-    field: str
+    scope: Scope  # "stream": <prefix>.<stream>; "consumer": <prefix>.<stream>.<consumer>
+    counter: str  # the field of StreamEventCounts / AdvisoryCounts it adds 1 to; "" for the ack metric
 
     @property
     def subject(self) -> str:
-        return f"{ADVISORY_PREFIX}{self.token}.>"
+        return f"{self.prefix}.>"
+
+    @property
+    def name(self) -> str:
+        """Short, for log lines: the subject without ``$JS.EVENT.``."""
+        return self.prefix.removeprefix("$JS.EVENT.")
 
 
-ADVISORY_KINDS: Final = (
-    AdvisoryKind("MAX_DELIVERIES", "io.nats.jetstream.advisory.v1.max_deliver", "max_deliveries_exceeded"),
-    AdvisoryKind("MSG_TERMINATED", "io.nats.jetstream.advisory.v1.terminated", "terminated"),
+_CONSUMER_ADVISORY = f"{ADVISORY_PREFIX}CONSUMER."
+_STREAM_ADVISORY = f"{ADVISORY_PREFIX}STREAM."
+_TYPE = "io.nats.jetstream.advisory.v1."
+
+ACK_METRIC: Final = EventKind(
+    f"{METRIC_PREFIX}CONSUMER.ACK", "io.nats.jetstream.metric.v1.consumer_ack", "consumer", ""
+)
+EVENT_KINDS: Final = (
+    EventKind(
+        f"{_CONSUMER_ADVISORY}MAX_DELIVERIES", f"{_TYPE}max_deliver", "consumer", "max_deliveries_exceeded"
+    ),
+    EventKind(f"{_CONSUMER_ADVISORY}MSG_TERMINATED", f"{_TYPE}terminated", "consumer", "terminated"),
     # MSG_NAKED is the subject the server publishes on, whatever other names some documents give it.
-    AdvisoryKind("MSG_NAKED", "io.nats.jetstream.advisory.v1.nak", "naks"),
+    EventKind(f"{_CONSUMER_ADVISORY}MSG_NAKED", f"{_TYPE}nak", "consumer", "naks"),
+    EventKind(
+        f"{_CONSUMER_ADVISORY}LEADER_ELECTED",
+        f"{_TYPE}consumer_leader_elected",
+        "consumer",
+        "leader_elections",
+    ),
+    EventKind(f"{_CONSUMER_ADVISORY}QUORUM_LOST", f"{_TYPE}consumer_quorum_lost", "consumer", "quorum_lost"),
+    EventKind(
+        f"{_STREAM_ADVISORY}LEADER_ELECTED", f"{_TYPE}stream_leader_elected", "stream", "leader_elections"
+    ),
+    EventKind(f"{_STREAM_ADVISORY}QUORUM_LOST", f"{_TYPE}stream_quorum_lost", "stream", "quorum_lost"),
+    ACK_METRIC,
 )
 
 
 class MalformedAdvisoryError(ValueError):
-    """An advisory whose payload is not the JSON object the server documents."""
+    """An event whose payload is not the JSON object the server documents, or disagrees with its subject."""
 
 
-def parse_advisory(kind: AdvisoryKind, data: bytes) -> tuple[str, str]:
-    """(stream, consumer) named by one advisory payload; raises MalformedAdvisoryError."""
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One accepted event: what it names, and for the ack metric what it measured."""
+
+    kind: EventKind
+    stream: str
+    consumer: str  # "" for stream events
+    ack_seconds: float = 0.0  # ack metric: delivery to acknowledgement
+    deliveries: int = 0  # ack metric: deliveries the acknowledged message took
+
+
+def subject_names(kind: EventKind, subject: str) -> tuple[str, str]:
+    """(stream, consumer or "") named by the subject's tokens after the kind's prefix."""
+    rest = subject.removeprefix(kind.prefix + ".")
+    tokens = rest.split(".")
+    expected = 1 if kind.scope == "stream" else 2
+    if rest == subject or len(tokens) != expected or not all(tokens):
+        raise MalformedAdvisoryError(f"subject does not name a {kind.scope}")
+    return tokens[0], tokens[1] if expected == 2 else ""
+
+
+def parse_advisory(kind: EventKind, subject: str, data: bytes) -> Event:
+    """The event one payload describes; raises MalformedAdvisoryError, never anything else."""
+    if len(data) > MAX_EVENT_BYTES:
+        raise MalformedAdvisoryError(f"payload of {len(data)} bytes exceeds {MAX_EVENT_BYTES}")
+    stream, consumer = subject_names(kind, subject)
     try:
         document: Any = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # RecursionError: deeply nested arrays; ValueError: a number with more digits than int() accepts,
+    # JSONDecodeError (a ValueError) and UnicodeDecodeError (also one).
+    except (RecursionError, ValueError) as exc:
         raise MalformedAdvisoryError(f"not JSON ({exc.__class__.__name__})") from None
     if not isinstance(document, dict):
         raise MalformedAdvisoryError(f"expected a JSON object, got {type(document).__name__}")
     advisory_type = document.get("type")
     if advisory_type != kind.type:
-        raise MalformedAdvisoryError(f"type is {advisory_type!r}, expected {kind.type!r}")
-    stream, consumer = document.get("stream"), document.get("consumer")
-    if not isinstance(stream, str) or not stream:
-        raise MalformedAdvisoryError("missing or non-string 'stream'")
-    if not isinstance(consumer, str) or not consumer:
-        raise MalformedAdvisoryError("missing or non-string 'consumer'")
-    return stream, consumer
+        raise MalformedAdvisoryError(f"type is {str(advisory_type)[:80]!r}, expected {kind.type!r}")
+    if document.get("stream") != stream:
+        raise MalformedAdvisoryError("'stream' differs from the stream the subject names")
+    if kind.scope == "consumer" and document.get("consumer") != consumer:
+        raise MalformedAdvisoryError("'consumer' differs from the consumer the subject names")
+    if kind is not ACK_METRIC:
+        return Event(kind, stream, consumer)
+    ack_time = _integer(document.get("ack_time"), minimum=0)
+    if ack_time is None:
+        raise MalformedAdvisoryError("'ack_time' is not a non-negative integer of nanoseconds")
+    deliveries = _integer(document.get("deliveries"), minimum=1)
+    if deliveries is None:
+        raise MalformedAdvisoryError("'deliveries' is not a positive integer")
+    return Event(kind, stream, consumer, ack_seconds=ack_time / 1e9, deliveries=deliveries)
 
 
-class _RateLimitedLog:
-    """Logs the first malformed advisory of each kind, then at most one line per interval with a tally."""
-
-    def __init__(self, clock: Callable[[], float], interval: float) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._last_logged: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def malformed(self, kind: AdvisoryKind, subject: str, reason: str) -> None:
-        now = self._clock()
-        last = self._last_logged.get(kind.token)
-        if last is not None and now - last < self._interval:
-            self._suppressed[kind.token] = self._suppressed.get(kind.token, 0) + 1
-            return
-        suppressed = self._suppressed.pop(kind.token, 0)
-        self._last_logged[kind.token] = now
-        log.warning(
-            "ignoring a malformed %s advisory on %s: %s%s",
-            kind.token,
-            # The subject is the server's (or whoever published garbage on it); bounded for the log line.
-            subject[:200],
-            reason,
-            f" ({suppressed} more malformed {kind.token} advisories since the last report)"
-            if suppressed
-            else "",
-        )
-
-
-class AdvisoryCounter:
-    """Counts delivery-failure advisories per consumer, labelled with the exporter's account.
-
-    ``subscribe`` may be called again with a new connection (after the daemon rebuilt it): the old
-    subscriptions are dropped first, so no advisory is ever counted twice.
-    """
-
-    def __init__(
-        self,
-        account: str,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        malformed_log_interval: float = MALFORMED_LOG_INTERVAL_SECONDS,
-    ) -> None:
-        self._account = account
-        self._counts: dict[ConsumerKey, AdvisoryCounts] = {}
-        self._malformed = 0
-        self._log = _RateLimitedLog(clock, malformed_log_interval)
-        self._nc: Client | None = None
-        self._subscriptions: list[Subscription] = []
-        self._subscribing = asyncio.Lock()
-
-    @property
-    def account(self) -> str:
-        return self._account
-
-    @property
-    def malformed(self) -> int:
-        """Advisories received on the counted subjects that could not be attributed to a consumer."""
-        return self._malformed
-
-    def counts(self) -> Mapping[ConsumerKey, AdvisoryCounts]:
-        """A copy: the counters keep moving while a render reads this."""
-        return dict(self._counts)
-
-    def retain(self, known: Iterable[ConsumerKey]) -> None:
-        """Forget consumers that no longer exist (or are filtered out), so the map cannot grow for ever.
-
-        Only known consumers are exported; one that comes back starts again from 0, a counter reset that
-        ``increase()`` and ``rate()`` handle.
-        """
-        keep = set(known)
-        self._counts = {key: counts for key, counts in self._counts.items() if key in keep}
-
-    async def subscribe(self, nc: Client) -> None:
-        """Subscribe to the three advisory families on ``nc``; idempotent for the same live connection."""
-        # Serialised: the connection task and the collection loop may both call it, and two interleaved
-        # subscriptions would count every advisory twice.
-        async with self._subscribing:
-            if nc is self._nc and self._subscriptions and not nc.is_closed:
-                return
-            await self._subscribe(nc)
-
-    async def _subscribe(self, nc: Client) -> None:
-        await self.unsubscribe()
-        subscriptions: list[Subscription] = []
-        try:
-            for kind in ADVISORY_KINDS:
-                # A loop, not a comprehension: on failure the subscriptions made so far must be undone.
-                subscriptions.append(await nc.subscribe(kind.subject, cb=self._handler(kind)))  # noqa: PERF401
-            # The SUBs are only in the outgoing buffer until flushed: without this, advisories right after
-            # subscribe() returns could be missed.
-            await nc.flush()
-        except BaseException:
-            for subscription in subscriptions:
-                await _quietly_unsubscribe(subscription)
-            raise
-        self._nc = nc
-        self._subscriptions = subscriptions
-
-    async def unsubscribe(self) -> None:
-        subscriptions, self._subscriptions = self._subscriptions, []
-        self._nc = None
-        for subscription in subscriptions:
-            await _quietly_unsubscribe(subscription)
-
-    def record(self, kind: AdvisoryKind, subject: str, data: bytes) -> None:
-        """Count one advisory; a malformed one is counted as such and logged (rate-limited), never raised."""
-        try:
-            stream, consumer = parse_advisory(kind, data)
-        except MalformedAdvisoryError as exc:
-            self._malformed += 1
-            self._log.malformed(kind, subject, str(exc))
-            return
-        key = (self._account, stream, consumer)
-        current = self._counts.get(key, AdvisoryCounts())
-        self._counts[key] = replace(current, **{kind.field: getattr(current, kind.field) + 1})
-
-    def _handler(self, kind: AdvisoryKind) -> Callable[[Msg], Awaitable[None]]:
-        async def on_advisory(msg: Msg) -> None:
-            self.record(kind, msg.subject, msg.data)
-
-        return on_advisory
-
-
-async def _quietly_unsubscribe(subscription: Subscription) -> None:
-    # Unsubscribing on a closed connection raises; the subscription is gone with it anyway.
-    try:
-        await subscription.unsubscribe()
-    except Exception:
-        log.debug("unsubscribe from %s failed", subscription.subject, exc_info=True)
+def _integer(value: object, *, minimum: int) -> int | None:
+    """``value`` when it is a JSON integer (not a boolean) of at least ``minimum``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+        return value
+    return None

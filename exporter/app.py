@@ -1,9 +1,9 @@
-"""Lifecycle: the NATS connection, the collection loop, the HTTP server, signals and shutdown.
+"""Lifecycle: the collection loop, the HTTP server, signals and shutdown.
 
-One connection, one collection loop. Each cycle fetches a snapshot under a deadline, renders it once in a
-worker thread and swaps the cached exposition; scrapes only read the cache. NATS outages never stop the
-HTTP server: they show as ``nats_up 0`` and a counted stage, and the last good data is served for a
-bounded time (``collection.stale_data_ttl``) before it is dropped.
+One connection (kept by ``supervisor``), one collection loop. Each cycle fetches a snapshot under a
+deadline, renders it once in a worker thread and swaps the cached exposition; scrapes only read the
+cache. NATS outages never stop the HTTP server: they show as ``nats_up 0`` and a counted stage, and the
+last good data is served for a bounded time (``collection.stale_data_ttl``) before it is dropped.
 """
 
 from __future__ import annotations
@@ -11,44 +11,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
-import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
-from aiohttp import web
-from aiohttp.typedefs import Middleware
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 
-from exporter.advisories import AdvisoryCounter
-from exporter.connection import NatsConnectError, close_quietly, connect_nats, redact_url
+from exporter.connection import redact_url
 from exporter.errors import ConfigError
+from exporter.intake import EventIntake
+from exporter.jsapi import DeniedSubjects
+from exporter.logs import StateLog
 from exporter.memory import fix_mmap_threshold
 from exporter.metrics import Renderer
-from exporter.server import Body, Exposition, ExpositionCache, build_web_app
-from exporter.settings import Settings, split_listen_address
+from exporter.scope import ScopedSource
+from exporter.server import Body, Exposition, ExpositionCache
+from exporter.serving import WebServer
+from exporter.settings import Settings
 from exporter.snapshot import ExporterHealth, Snapshot
-from exporter.source import CollectionError, JetStreamSource
+from exporter.source import CollectionError
+from exporter.stages import Stage, StageTimings
+from exporter.supervisor import ConnectionSupervisor
 
 log = logging.getLogger(__name__)
 
-# Every stage a cycle can fail at, exported at 0 from the start so that increase() sees the first failure.
-COLLECTION_STAGES = (
-    "connect",
-    "account",
-    "streams",
-    "consumers",
-    "dlq",
-    "lag",
-    "advisories",
-    "timeout",
-    "collect",
-)
-RECONNECT_BACKOFF_INITIAL_SECONDS = 0.5
-RECONNECT_BACKOFF_MAX_SECONDS = 30.0
-CLOSE_TIMEOUT_SECONDS = 2.0
+
+class SnapshotSource(Protocol):
+    """What the collection loop reads a cycle from (``ScopedSource``: one account, or the whole cluster)."""
+
+    async def fetch_snapshot(self, previous: Snapshot | None, timings: StageTimings) -> Snapshot: ...
+
+
+SourceFactory = Callable[[Client, Settings, DeniedSubjects], SnapshotSource]
 
 
 async def build_exposition(
@@ -64,46 +61,47 @@ async def build_exposition(
     return Exposition(text, openmetrics)
 
 
-class _StateLog:
-    """Logs a state change once, instead of once per attempt."""
-
-    def __init__(self) -> None:
-        self._state: tuple[str, str] | None = None
-
-    def enter(self, level: int, state: str, message: str) -> None:
-        if self._state == (state, message):
-            return
-        self._state = (state, message)
-        log.log(level, message)
-
-
 class ExporterApp:
-    """The daemon: start() binds HTTP and starts collecting; stop() ends everything."""
+    """The daemon: start() binds HTTP and starts collecting; stop() ends everything.
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    ``source`` builds the snapshot source for each new connection, ``renderer`` turns snapshots into
+    expositions, ``clock`` gives the wall time of a success and ``timer`` measures durations (monotonic).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        source: SourceFactory = ScopedSource,
+        renderer: Renderer | None = None,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
+        self._new_source = source
         self._clock = clock
-        self._nc: Client | None = None
-        self._source: JetStreamSource | None = None
-        self._advisories: AdvisoryCounter | None = None
-        self._errors: Counter[str] = Counter(dict.fromkeys(COLLECTION_STAGES, 0))
+        self._timer = timer
+        self._connection = ConnectionSupervisor(
+            settings.nats,
+            on_connected=self._connected,
+            on_reconnected=self._wake_collection,
+            on_slow_consumer=self._intake_dropped,
+        )
+        self._source: SnapshotSource | None = None
+        self._advisories: EventIntake | None = None
+        self._errors: Counter[str] = Counter(dict.fromkeys(map(str, Stage), 0))
+        self._stage_durations: dict[str, float] = {}
         self._snapshot: Snapshot | None = None
         self._up = False
         self._last_success: float | None = None
         self._last_duration: float | None = None
         self._serving_data = False  # the cached exposition holds collected data, not only health
-        self._stopping = False
-        self._connection_log = _StateLog()
-        self._collection_log = _StateLog()
-        self._client_error_log = _StateLog()
+        self._collection_log = StateLog(log)
         self._wake = asyncio.Event()
-        self._connection_closed = asyncio.Event()
-        self._first_attempt_done = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
+        self._web: WebServer | None = None
         self._port = 0
-        self._servers = ", ".join(redact_url(server) for server in settings.nats.servers)
-        self._renderer = Renderer()
+        self._renderer = renderer if renderer is not None else Renderer()
         initial = self._renderer.render(None, self._health())
         self._cache = ExpositionCache(
             Exposition(Body.of(initial.text_chunks()), Body.of(initial.openmetrics_chunks()))
@@ -117,139 +115,63 @@ class ExporterApp:
     @property
     def ready(self) -> bool:
         """Connected, and the cache holds the data of a successful collection."""
-        return self._nc is not None and self._nc.is_connected and self._serving_data
+        return self._connection.connected and self._serving_data
 
     async def start(self) -> None:
-        ssl_context, middlewares = self._web_security()
-        host, port = split_listen_address(self._settings.web.listen_address)
-        app = build_web_app(
+        self._web = WebServer(
+            self._settings.web,
             self._cache,
             is_ready=lambda: self.ready,
             interval_seconds=self._settings.collection.interval_seconds,
-            middlewares=middlewares,
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         try:
-            await site.start()
+            await self._web.start()
         except OSError as exc:
-            await self._runner.cleanup()
+            self._web = None
             raise ConfigError(
                 f"cannot listen on {self._settings.web.listen_address}: {exc.strerror or exc}",
                 source="--web.listen-address",
             ) from None
-        self._port = self._bound_port(port)
+        self._port = self._web.port
         self._tasks = [
-            asyncio.create_task(self._maintain_connection(), name="nats-connection"),
+            asyncio.create_task(self._connection.run(), name="nats-connection"),
             asyncio.create_task(self._collect_forever(), name="collection-loop"),
         ]
 
     async def stop(self) -> None:
-        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        await self._close_connection()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    # -- web ---------------------------------------------------------------------------------------
-
-    def _web_security(self) -> tuple[ssl.SSLContext | None, list[Middleware]]:
-        config_file = self._settings.web.config_file
-        if config_file is None:
-            return None, []
-        from exporter.webconfig import load_web_config  # noqa: PLC0415 (only when configured)
-
-        web_config = load_web_config(config_file)
-        middleware = web_config.middleware()
-        return web_config.ssl_context(), [middleware] if middleware is not None else []
-
-    def _bound_port(self, requested: int) -> int:
-        if self._runner is None:
-            return requested
-        for address in self._runner.addresses:
-            if isinstance(address, tuple) and len(address) >= 2:
-                return int(address[1])
-        return requested
+        if self._advisories is not None:
+            await self._advisories.close()
+        await self._connection.close()
+        if self._web is not None:
+            await self._web.stop()
+            self._web = None
 
     # -- connection --------------------------------------------------------------------------------
 
-    async def _maintain_connection(self) -> None:
-        """Connect, and reconnect from scratch if the client ever closes; backoff between attempts."""
-        delay = RECONNECT_BACKOFF_INITIAL_SECONDS
-        while True:
-            if self._nc is None or self._nc.is_closed:
-                # Cleared before connecting: a close reported while _connect still awaits is not lost.
-                self._connection_closed.clear()
-                try:
-                    await self._connect()
-                except NatsConnectError as exc:
-                    self._first_attempt_done.set()
-                    self._connection_log.enter(logging.WARNING, "down", f"{exc}; retrying with backoff")
-                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 (jitter, not crypto)
-                    delay = min(delay * 2, RECONNECT_BACKOFF_MAX_SECONDS)
-                    continue
-                delay = RECONNECT_BACKOFF_INITIAL_SECONDS
-                self._first_attempt_done.set()
-            await self._connection_closed.wait()
-
-    async def _connect(self) -> None:
-        async def on_disconnected() -> None:
-            if self._stopping:
-                return
-            self._connection_log.enter(
-                logging.WARNING, "down", f"lost the connection to NATS at {self._servers}; reconnecting"
-            )
-
-        async def on_reconnected() -> None:
-            self._announce_connected()
-            self._wake.set()
-
-        async def on_closed() -> None:
-            self._connection_closed.set()
-
-        async def on_error(exc: Exception) -> None:
-            # Reconnect attempts are reported by the state log; what else the client reports (a permission
-            # denied on a subscription, a slow consumer) would otherwise go unseen.
-            if self._nc is not None and self._nc.is_connected:
-                self._client_error_log.enter(logging.WARNING, "error", f"NATS client error: {exc}")
-
-        nc = await connect_nats(
-            self._settings.nats,
-            error_cb=on_error,
-            disconnected_cb=on_disconnected,
-            reconnected_cb=on_reconnected,
-            closed_cb=on_closed,
-        )
-        self._nc = nc
-        self._source = JetStreamSource(nc, self._settings)
-        self._announce_connected()
+    async def _connected(self, nc: Client) -> None:
+        self._source = self._new_source(nc, self._settings, self._connection.denied)
         if self._advisories is not None:
             await self._subscribe_advisories()
+        self._wake_collection()
+
+    def _intake_dropped(self, subscription: Subscription | None) -> bool:
+        return self._advisories is not None and self._advisories.client_dropped(subscription)
+
+    def _wake_collection(self) -> None:
         self._wake.set()
 
-    def _announce_connected(self) -> None:
-        server = ""
-        if self._nc is not None and self._nc.connected_url is not None:
-            server = redact_url(self._nc.connected_url.geturl())
-        self._connection_log.enter(logging.INFO, "up", f"connected to NATS at {server or self._servers}")
-
-    async def _close_connection(self) -> None:
-        nc, self._nc = self._nc, None
-        if nc is not None:
-            await close_quietly(nc, CLOSE_TIMEOUT_SECONDS)
-
     async def _subscribe_advisories(self) -> None:
-        if self._advisories is None or self._nc is None:
+        nc = self._connection.client
+        if self._advisories is None or nc is None:
             return
         try:
-            await self._advisories.subscribe(self._nc)
+            await self._advisories.subscribe(nc)
         except Exception:  # noqa: BLE001 (a failed subscription must not stop collection)
-            self._errors["advisories"] += 1
+            self._errors[Stage.ADVISORIES] += 1
             log.warning("cannot subscribe to JetStream advisories; delivery-failure counters are paused")
 
     # -- collection --------------------------------------------------------------------------------
@@ -257,62 +179,68 @@ class ExporterApp:
     async def _collect_forever(self) -> None:
         interval = self._settings.collection.interval_seconds
         # The first cycle waits for the first connection attempt, so a start-up is not reported as an outage.
-        await self._first_attempt_done.wait()
+        await self._connection.first_attempt_done()
+        loop = asyncio.get_running_loop()
         while True:
-            started = time.monotonic()
+            started = loop.time()
             self._wake.clear()
             try:
                 await self._collect_once()
             except Exception:
                 # A bug must not silently freeze /metrics at its last state: count it, say it, go on.
-                self._errors["collect"] += 1
+                self._errors[Stage.COLLECT] += 1
                 self._up = False
                 log.exception("collection cycle failed unexpectedly")
-            remaining = interval - (time.monotonic() - started)
+            remaining = interval - (loop.time() - started)
             if remaining > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), remaining)
 
     async def _collect_once(self) -> None:
-        started = time.monotonic()
-        failure = await self._fetch()
-        self._last_duration = time.monotonic() - started
+        timings = StageTimings(self._timer)
+        started = self._timer()
+        failure = await self._fetch(timings)
+        self._last_duration = self._timer() - started
+        self._stage_durations = timings.durations()
         if failure is None:
-            self._collection_log.enter(logging.INFO, "ok", "collection succeeded")
+            self._collection_log.enter("ok", logging.INFO, "collection succeeded")
         else:
             stage, message = failure
             self._errors[stage] += 1
             self._up = False
-            self._collection_log.enter(logging.WARNING, "failed", f"collection failed at {stage}: {message}")
+            failed = f"collection failed at {stage}: {message}"
+            self._collection_log.enter(failed, logging.WARNING, "%s", failed)
             self._drop_stale_snapshot()
         snapshot = self._snapshot
+        if self._advisories is not None:
+            # Every cycle, failed or not, so that nothing published between cycles can grow the state.
+            self._advisories.retain_snapshot(snapshot)
         self._cache.current = await build_exposition(self._renderer, snapshot, self._health())
         self._serving_data = snapshot is not None
 
-    async def _fetch(self) -> tuple[str, str] | None:
+    async def _fetch(self, timings: StageTimings) -> tuple[Stage, str] | None:
         """One cycle's fetch; returns (stage, reason) when it failed."""
-        nc, source = self._nc, self._source
-        if nc is None or source is None or not nc.is_connected:
-            return "connect", f"not connected to NATS at {self._servers}"
+        source = self._source
+        if source is None or not self._connection.connected:
+            return Stage.CONNECT, f"not connected to NATS at {self._connection.servers}"
         deadline = self._settings.collection.deadline_seconds
         try:
             async with asyncio.timeout(deadline):
-                snapshot = await source.fetch_snapshot(self._snapshot)
+                snapshot = await source.fetch_snapshot(self._snapshot, timings)
         except CollectionError as exc:
             return exc.stage, str(exc)
         except TimeoutError:
-            return "timeout", f"the cycle did not finish within its deadline of {deadline:g}s"
+            return Stage.TIMEOUT, f"the cycle did not finish within its deadline of {deadline:g}s"
         except Exception as exc:  # an unexpected failure is counted, shown and survived
             log.debug("collection failed unexpectedly", exc_info=True)
-            return "collect", f"{type(exc).__name__}: {exc}"
+            return Stage.COLLECT, f"{type(exc).__name__}: {exc}"
         self._errors.update(snapshot.partial_errors)
         self._snapshot = snapshot
         self._up = True
         self._last_success = self._clock()
         if self._advisories is None:
-            account = snapshot.account.account if snapshot.account is not None else "$G"
-            self._advisories = AdvisoryCounter(account)
-        self._advisories.retain((c.account, c.stream, c.name) for c in snapshot.consumers)
+            account = snapshot.accounts[0].account if snapshot.accounts else "$G"
+            self._advisories = EventIntake(account, ack_latency_buckets=self._settings.ack_latency.buckets)
         # Every cycle: a no-op while subscribed, a retry after a failed subscription.
         await self._subscribe_advisories()
         return None
@@ -339,7 +267,11 @@ class ExporterApp:
             collection_errors=dict(self._errors),
             advisory_counts=advisories.counts() if advisories is not None else {},
             malformed_advisories=advisories.malformed if advisories is not None else 0,
+            stream_event_counts=advisories.stream_counts() if advisories is not None else {},
+            ack_histograms=advisories.ack_histograms() if advisories is not None else {},
+            dropped_advisories=advisories.dropped if advisories is not None else 0,
             collection_interval_seconds=self._settings.collection.interval_seconds,
+            stage_durations=self._stage_durations,
         )
 
 

@@ -12,27 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from exporter.config import (
-    CONFIG_FILE_ENV,
-    ENV_PREFIX,
-    LOG_FORMATS,
-    LOG_LEVELS,
-    config_file_path,
-    secrets_in,
-    settings_from_args,
-)
-from exporter.durations import format_duration
+from exporter.config import CONFIG_FILE_ENV, config_file_path, secrets_in, settings_from_args
 from exporter.errors import ConfigError
 from exporter.logs import configure_logging
-from exporter.settings import DEFAULT_LISTEN_ADDRESS, DEFAULT_NATS_URL, Settings
+from exporter.settings import Settings
+from exporter.settingstable import ENV_PREFIX, SETTINGS, Setting, field_value
 
 PROG = "nats-jetstream-exporter"
-SUBCOMMAND_MODULES: tuple[str, ...] = ("exporter.dlq", "exporter.demo.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("exporter.dlq.command", "exporter.demo.cli")
 EXIT_CONFIG_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -62,16 +53,8 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
-def positive_int(text: str) -> int:
-    """An argparse type for counts and sequence numbers: a whole number of at least 1."""
-    digits = text.strip()
-    if not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(digits)
-
-
 def common_parser() -> argparse.ArgumentParser:
-    """The flags shared by the daemon and every subcommand.
+    """The flags shared by the daemon and every subcommand: ``--config`` and the table's rows with a flag.
 
     Their default is SUPPRESS: a flag given before the subcommand is not overwritten by the subparser's
     default, and an absent flag leaves the environment and the file in charge.
@@ -87,49 +70,23 @@ def common_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"YAML configuration file (environment: {CONFIG_FILE_ENV})",
     )
-    group.add_argument(
-        "--nats-url",
-        action="append",
-        metavar="URL",
-        help=f"NATS server URL; repeat or comma-separate for a cluster (default: {DEFAULT_NATS_URL})",
-    )
-    group.add_argument(
-        "--web.listen-address",
-        dest="web_listen_address",
-        metavar="HOST:PORT",
-        help=(
-            f"address for /metrics: HOST:PORT, :PORT or [IPv6]:PORT (default: {DEFAULT_LISTEN_ADDRESS}, "
-            "outside the fully allocated Prometheus exporter range 9100-9999)"
-        ),
-    )
-    group.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        metavar="FILE",
-        help="web configuration file for TLS and basic authentication on /metrics",
-    )
-    group.add_argument(
-        "--interval",
-        metavar="DURATION",
-        help='time between collections, e.g. "15s" or "1m" (default: 15s)',
-    )
-    group.add_argument(
-        "--dead-letter-stream",
-        action="append",
-        metavar="NAME",
-        help="a stream holding dead letters, e.g. AI_DLQ; repeatable",
-    )
-    group.add_argument(
-        "--log-level",
-        metavar="LEVEL",
-        help=f"{', '.join(LOG_LEVELS)} (default: info)",
-    )
-    group.add_argument(
-        "--log-format",
-        metavar="FORMAT",
-        help=f"{' or '.join(LOG_FORMATS)} (default: text)",
-    )
+    for setting in SETTINGS:
+        if setting.flag is not None:
+            group.add_argument(
+                setting.flag,
+                dest=setting.flag_dest,
+                action="append" if setting.repeatable else "store",
+                metavar=setting.metavar,
+                help=flag_help(setting),
+            )
     return common
+
+
+def flag_help(setting: Setting) -> str:
+    """A flag's --help line: the row's help, the key and variable it overrides, its default."""
+    default = setting.default_text or setting.show(setting.default)
+    repeat = "; repeatable" if setting.repeatable else ""
+    return f"{setting.help}{repeat} ({setting.key}, {setting.env_name}; default: {default})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,79 +148,32 @@ def run_daemon_from_args(args: argparse.Namespace) -> int:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    """``check-config``: exit 0 with a summary when everything is valid; a ConfigError otherwise."""
+    """``check-config``: exit 0 with every effective setting when all is valid; a ConfigError otherwise."""
     settings = settings_from_args(args)
-    web_security = "none (plain HTTP, no authentication)"
+    web_security = ""
     if settings.web.config_file is not None:
         from exporter.webconfig import load_web_config  # noqa: PLC0415 (lazy, like the daemon)
 
-        web_config = load_web_config(settings.web.config_file)
-        web_security = f"{settings.web.config_file} ({web_config.summary()})"
+        web_security = f" ({load_web_config(settings.web.config_file).summary()})"
     print("configuration is valid")
-    for label, text in summary(settings, config_file=config_file_path(args), web_security=web_security):
-        print(f"  {label + ':':<22}{text}")
+    rows = summary(settings, config_file=config_file_path(args))
+    width = max(len(label) for label, _ in rows) + 2
+    for label, text in rows:
+        extra = web_security if label == "web.config_file" else ""
+        print(f"  {label + ':':<{width}}{text}{extra}")
     return 0
 
 
-def summary(settings: Settings, *, config_file: str | None, web_security: str) -> list[tuple[str, str]]:
-    """What the exporter will do, as (label, text) rows; secrets show only as being set."""
-    nats, collection, filters = settings.nats, settings.collection, settings.filters
-    return [
-        ("config file", config_file or "none"),
-        ("nats servers", ", ".join(nats.servers)),
-        ("authentication", _auth_summary(settings)),
-        ("tls", _tls_summary(settings)),
-        ("jetstream domain", nats.domain or "none (the account's default)"),
-        ("account label", nats.account or "asked from the server"),
-        ("connect timeout", format_duration(nats.connect_timeout_seconds)),
-        ("listen address", settings.web.listen_address),
-        ("web config file", web_security),
-        (
-            "collection",
-            (
-                f"every {format_duration(collection.interval_seconds)}, "
-                f"deadline {format_duration(collection.deadline_seconds)}, "
-                f"{collection.concurrency} requests in flight"
-            ),
-        ),
-        ("stale data kept for", format_duration(collection.stale_data_ttl_seconds)),
-        ("lag look-ups", f"at most {collection.lag_lookups_per_cycle} per cycle"),
-        ("streams", _filter_summary(filters.stream_include, filters.stream_exclude, "all streams")),
-        ("consumers", _filter_summary(filters.consumer_include, filters.consumer_exclude, "all consumers")),
-        ("dead-letter streams", ", ".join(settings.dead_letter_streams) or "none"),
-        ("log", f"level {settings.log.level}, format {settings.log.format}"),
-    ]
+def summary(settings: Settings, *, config_file: str | None) -> list[tuple[str, str]]:
+    """Every effective setting as (dotted key, value) rows; secrets show only as being set."""
+    rows = [("config file", config_file or "none")]
+    rows += [(setting.key, setting.show(field_value(settings, setting.field))) for setting in SETTINGS]
+    rows.append(("scope in use", scope_in_use(settings)))
+    return rows
 
 
-def _auth_summary(settings: Settings) -> str:
-    auth = settings.nats.auth
-    if auth.user is not None:
-        return f"user {auth.user!r} with a password"
-    if auth.token is not None:
-        return "token"
-    if auth.nkey_seed_file is not None:
-        return f"NKey seed file {auth.nkey_seed_file}"
-    if auth.credentials_file is not None:
-        return f"credentials file {auth.credentials_file}"
-    return "none"
-
-
-def _tls_summary(settings: Settings) -> str:
-    tls = settings.nats.tls
-    parts = [f"{name} {path}" for name, path in (("CA", tls.ca_file), ("cert", tls.cert_file)) if path]
-    if tls.key_file:
-        parts.append(f"key {tls.key_file}")
-    if parts:
-        return ", ".join(parts)
-    if any(server.startswith(("tls://", "wss://")) for server in settings.nats.servers):
-        return "system CA certificates"
-    return "off"
-
-
-def _filter_summary(include: re.Pattern[str] | None, exclude: re.Pattern[str] | None, everything: str) -> str:
-    parts = [
-        f"{word} {pattern.pattern!r}"
-        for word, pattern in (("include", include), ("exclude", exclude))
-        if pattern is not None
-    ]
-    return ", ".join(parts) if parts else everything
+def scope_in_use(settings: Settings) -> str:
+    """The collection scope as far as it can be told without connecting."""
+    if settings.collection.scope != "auto":
+        return settings.collection.scope
+    return "decided when connected: cluster for a system-account user, else account"

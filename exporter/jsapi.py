@@ -33,8 +33,44 @@ class JetStreamRequestError(Exception):
 
 
 class JetStreamTimeoutError(JetStreamRequestError):
-    """No reply in time: a missing publish permission (which the server reports only asynchronously), or,
-    on a cluster, a stream or consumer whose leader is down or being elected."""
+    """No reply in time: with the refusals known (``DeniedSubjects``), the server is slow or gone, or, on a
+    cluster, the leader of the stream or consumer asked is down or being elected."""
+
+
+class JetStreamPermissionError(JetStreamRequestError):
+    """The server refused the exporter's user to publish the request (it answers nothing, so it timed out)."""
+
+
+class DeniedSubjects:
+    """The subjects the server refused the connection to publish to, as its error callback reports them.
+
+    A request to a subject the user may not publish to is dropped by the server, which says so only in an
+    asynchronous ``-ERR`` (nats-py hands it to the error callback, lower-cased); the request itself just
+    times out. Remembering the refusals lets that timeout be reported as what it is.
+    """
+
+    _PREFIX = "permissions violation for publish to "
+
+    def __init__(self) -> None:
+        self._subjects: set[str] = set()
+
+    def note(self, error: Exception) -> bool:
+        """Remember the subject of a publish permissions violation; False for any other error."""
+        text = str(error).removeprefix("nats: ").strip().lower()
+        if not text.startswith(self._PREFIX):
+            return False
+        self._subjects.add(text.removeprefix(self._PREFIX).strip().strip('"'))
+        return True
+
+    def __contains__(self, subject: object) -> bool:
+        return isinstance(subject, str) and subject.lower() in self._subjects
+
+    def __bool__(self) -> bool:
+        return bool(self._subjects)
+
+    def forget(self, subject: str) -> None:
+        """A reply came: the subject is allowed now (permissions reload without reconnecting)."""
+        self._subjects.discard(subject.lower())
 
 
 class JetStreamUnavailableError(JetStreamRequestError):
@@ -74,8 +110,16 @@ def api_error_from_reply(subject: str, reply: Mapping[str, Any]) -> JetStreamApi
 class JetStreamApi:
     """Requests to one account's JetStream API over an existing connection."""
 
-    def __init__(self, nc: Client, *, domain: str | None, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        domain: str | None,
+        timeout_seconds: float,
+        denied: DeniedSubjects | None = None,
+    ) -> None:
         self._nc = nc
+        self._denied = denied
         self._prefix = api_prefix(domain)
         self._timeout = timeout_seconds
 
@@ -121,13 +165,25 @@ class JetStreamApi:
                 subject, "no responders (is JetStream enabled, and is the domain right?)"
             ) from None
         except nats.errors.TimeoutError:
-            raise JetStreamTimeoutError(
-                subject,
-                f"no reply within {wait:g}s (may the exporter's user publish to this subject?)",
-            ) from None
+            raise self._timeout_error(subject, wait) from None
         except nats.errors.Error as exc:
             raise JetStreamRequestError(subject, _describe(exc)) from None
+        if self._denied:
+            self._denied.forget(subject)
         return msg
+
+    def _timeout_error(self, subject: str, wait: float) -> JetStreamRequestError:
+        if self._denied is None:
+            # The connection's refusals are not known here: both causes remain possible.
+            return JetStreamTimeoutError(
+                subject,
+                f"no reply within {wait:g}s (may the exporter's user publish to this subject?)",
+            )
+        if subject in self._denied:
+            return JetStreamPermissionError(
+                subject, "permissions violation: the exporter's user may not publish to this subject"
+            )
+        return JetStreamTimeoutError(subject, f"timed out after {wait:g}s: the server is slow or unreachable")
 
 
 def _describe(exc: Exception) -> str:

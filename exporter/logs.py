@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Hashable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -113,6 +114,58 @@ class JsonFormatter(logging.Formatter):
         if trace:
             document["exception"] = trace
         return json.dumps(document, default=str, ensure_ascii=False)
+
+
+class StateLog:
+    """Logs a state when it changes, not on every attempt: one line per outage, recovery or new finding.
+
+    States are kept per ``key`` (a stage, a stream, an advisory kind). A key not seen yet is in state
+    ``initial``, so entering that state logs nothing (a stage that never failed does not "recover").
+    With ``repeat_after``, an unchanged state is logged again once that many seconds of ``clock`` have
+    passed; ``suppressed`` tells how many repeats were held back since the last line.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        initial: Hashable = None,
+        repeat_after: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._initial = initial
+        self._repeat_after = repeat_after
+        self._clock = clock
+        self._states: dict[Hashable, tuple[Hashable, float]] = {}
+        self._suppressed: dict[Hashable, int] = {}
+
+    def state(self, key: Hashable = None) -> Hashable:
+        """The last state entered for ``key``."""
+        entry = self._states.get(key)
+        return self._initial if entry is None else entry[0]
+
+    def suppressed(self, key: Hashable = None) -> int:
+        """Repeats of the current state not logged since the last line for ``key``."""
+        return self._suppressed.get(key, 0)
+
+    def enter(self, state: Hashable, level: int, message: str, *args: object, key: Hashable = None) -> bool:
+        """Log ``message % args`` if ``key`` is not in ``state`` already (or the repeat time passed)."""
+        now = self._clock()
+        entry = self._states.get(key)
+        if (entry is None and state == self._initial) or (
+            entry is not None and entry[0] == state and not self._repeat_due(entry[1], now)
+        ):
+            if entry is not None:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._states[key] = (state, now)
+        self._suppressed.pop(key, None)
+        self._logger.log(level, message, *args)
+        return True
+
+    def _repeat_due(self, logged_at: float, now: float) -> bool:
+        return self._repeat_after is not None and now - logged_at >= self._repeat_after
 
 
 class _ExporterHandler(logging.StreamHandler[TextIO]):

@@ -15,32 +15,43 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import math
 import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.monitoring import metadata_label_names
 from exporter.snapshot import (
     AccountState,
+    AckHistograms,
     AdvisoryCounts,
     ConsumerState,
     DeadLetterState,
     ExporterHealth,
+    HistogramData,
+    MetaClusterState,
+    MetaPeer,
     ReplicaState,
     ServerInfo,
+    ServerJetStreamState,
     Snapshot,
     SourceState,
+    StreamEventCounts,
     StreamState,
+    Threshold,
 )
+from exporter.stages import TIMED_STAGES, Stage
 
-MetricType = Literal["gauge", "counter"]
+MetricType = Literal["gauge", "counter", "histogram"]
 GAUGE: MetricType = "gauge"
 COUNTER: MetricType = "counter"
+HISTOGRAM: MetricType = "histogram"  # the value is a HistogramData: _bucket, _count and _sum series
 
 _E = TypeVar("_E")
 
@@ -91,11 +102,15 @@ class Family(Generic[_E]):
     scope: Scope[_E]
     source: str  # the field the value is read from, named as the JetStream API names it
     meaning: str
-    value: Callable[[_E], float | None]  # None: no series for this entity (unlimited, not yet happened)
+    # None: no series for this entity (unlimited, not yet happened); a HistogramData for histograms.
+    value: Callable[[_E], float | HistogramData | None]
     absent_when: str = ""  # for the reference: when value returns None
     info_labels: tuple[str, ...] = ()  # *_info families: labels carrying identity, value always 1
     info_values: Callable[[_E], tuple[str, ...]] | None = None
     note: str = ""  # for the reference: why a family beyond ../design/METRICS.md exists
+    # *_info of streams and consumers: the values of the labels.from_metadata keys, one label each (the
+    # snapshot names the keys)
+    metadata_values: Callable[[_E], tuple[str, ...]] | None = None
 
     @property
     def help(self) -> str:
@@ -113,6 +128,19 @@ class Family(Generic[_E]):
     def info_label_values(self, entity: _E) -> tuple[str, ...]:
         return () if self.info_values is None else self.info_values(entity)
 
+    def labels_in(self, sources: Sources) -> tuple[str, ...]:
+        """The labels of this family's series in one render: ``labels`` plus any metadata labels."""
+        if self.metadata_values is None or sources.snapshot is None:
+            return self.labels
+        return self.labels + metadata_label_names(sources.snapshot.metadata_label_keys)
+
+    def extra_label_values(self, entity: _E) -> tuple[str, ...]:
+        """Info and metadata label values of one series, in the order of ``labels_in``."""
+        values = self.info_label_values(entity)
+        if self.metadata_values is not None:
+            values += self.metadata_values(entity)
+        return values
+
 
 def _one(_entity: object) -> float:
     return 1
@@ -129,12 +157,17 @@ _SERVER = "Server and account"
 _STREAM = "Streams"
 _CONSUMER = "Consumers"
 _FAILURES = "Delivery failures and dead letters"
-_CLUSTER = "Clustered JetStream"
+_REPLICAS = "Clustered JetStream"
+_CLUSTER = "Whole cluster"
+_THRESHOLDS = "Thresholds from io.nats.monitor metadata"
 
 BUILD: Scope[BuildInfo] = Scope(_EXPORTER, (), lambda src: (src.build,), lambda _b: ())
 HEALTH: Scope[ExporterHealth] = Scope(_EXPORTER, (), lambda src: (src.health,), lambda _h: ())
 STAGE: Scope[tuple[str, int]] = Scope(
     _EXPORTER, ("stage",), lambda src: src.health.collection_errors.items(), lambda item: (item[0],)
+)
+STAGE_TIME: Scope[tuple[str, float]] = Scope(
+    _EXPORTER, ("stage",), lambda src: src.health.stage_durations.items(), lambda item: (item[0],)
 )
 CYCLE: Scope[Snapshot] = Scope(
     _EXPORTER, (), lambda src: () if src.snapshot is None else (src.snapshot,), lambda _s: ()
@@ -142,14 +175,42 @@ CYCLE: Scope[Snapshot] = Scope(
 SERVER: Scope[ServerInfo] = Scope(
     _SERVER,
     (),
-    lambda src: () if src.snapshot is None or src.snapshot.server is None else (src.snapshot.server,),
+    lambda src: () if src.snapshot is None else src.snapshot.servers,
     lambda _s: (),
 )
 ACCOUNT: Scope[AccountState] = Scope(
     _SERVER,
     ("account",),
-    lambda src: () if src.snapshot is None or src.snapshot.account is None else (src.snapshot.account,),
+    lambda src: () if src.snapshot is None else src.snapshot.accounts,
     lambda a: (a.account,),
+)
+
+
+def _optional(entity: _E | None) -> tuple[_E, ...]:
+    return () if entity is None else (entity,)
+
+
+def _meta_peers(snapshot: Snapshot) -> tuple[MetaPeer, ...]:
+    return () if snapshot.meta_cluster is None else snapshot.meta_cluster.peers
+
+
+JETSTREAM_SERVER: Scope[ServerJetStreamState] = Scope(
+    _CLUSTER,
+    ("server",),
+    lambda src: () if src.snapshot is None else src.snapshot.jetstream_servers,
+    lambda s: (s.server,),
+)
+META_CLUSTER: Scope[MetaClusterState] = Scope(
+    _CLUSTER,
+    (),
+    lambda src: () if src.snapshot is None else _optional(src.snapshot.meta_cluster),
+    lambda _m: (),
+)
+META_PEER: Scope[MetaPeer] = Scope(
+    _CLUSTER,
+    ("server",),
+    lambda src: () if src.snapshot is None else _meta_peers(src.snapshot),
+    lambda p: (p.server,),
 )
 STREAM: Scope[StreamState] = Scope(
     _STREAM,
@@ -162,6 +223,52 @@ CONSUMER: Scope[ConsumerState] = Scope(
     ("account", "stream", "consumer"),
     lambda src: () if src.snapshot is None else src.snapshot.consumers,
     lambda c: (c.account, c.stream, c.name),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamThreshold:
+    stream: StreamState
+    threshold: Threshold
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerThreshold:
+    consumer: ConsumerState
+    threshold: Threshold
+
+
+def _stream_thresholds(src: Sources) -> Iterator[StreamThreshold]:
+    if src.snapshot is not None:
+        for stream in src.snapshot.streams:
+            for threshold in stream.thresholds:
+                yield StreamThreshold(stream, threshold)
+
+
+def _consumer_thresholds(src: Sources) -> Iterator[ConsumerThreshold]:
+    if src.snapshot is not None:
+        for consumer in src.snapshot.consumers:
+            for threshold in consumer.thresholds:
+                yield ConsumerThreshold(consumer, threshold)
+
+
+STREAM_THRESHOLD: Scope[StreamThreshold] = Scope(
+    _THRESHOLDS,
+    ("account", "stream", "check", "severity"),
+    _stream_thresholds,
+    lambda t: (t.stream.account, t.stream.name, t.threshold.check, t.threshold.severity),
+)
+CONSUMER_THRESHOLD: Scope[ConsumerThreshold] = Scope(
+    _THRESHOLDS,
+    ("account", "stream", "consumer", "check", "severity"),
+    _consumer_thresholds,
+    lambda t: (
+        t.consumer.account,
+        t.consumer.stream,
+        t.consumer.name,
+        t.threshold.check,
+        t.threshold.severity,
+    ),
 )
 
 
@@ -190,6 +297,64 @@ ADVISORY: Scope[ConsumerAdvisories] = Scope(
     _consumer_advisories,
     lambda a: (a.consumer.account, a.consumer.stream, a.consumer.name),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvents:
+    stream: StreamState
+    counts: StreamEventCounts
+
+
+_NO_STREAM_EVENTS = StreamEventCounts()
+
+
+def _stream_events(src: Sources) -> Iterator[StreamEvents]:
+    # Every known stream gets a series, 0 until its first advisory, so increase() sees the first event.
+    if src.snapshot is None:
+        return
+    counts = src.health.stream_event_counts
+    for stream in src.snapshot.streams:
+        yield StreamEvents(stream, counts.get((stream.account, stream.name), _NO_STREAM_EVENTS))
+
+
+_ELECTIONS = "Elections and quorum"
+_PROCESSING = "Processing time (sampled acknowledgements)"
+
+STREAM_EVENTS: Scope[StreamEvents] = Scope(
+    _ELECTIONS, ("account", "stream"), _stream_events, lambda e: (e.stream.account, e.stream.name)
+)
+CONSUMER_EVENTS: Scope[ConsumerAdvisories] = Scope(
+    _ELECTIONS,
+    ("account", "stream", "consumer"),
+    _consumer_advisories,
+    lambda a: (a.consumer.account, a.consumer.stream, a.consumer.name),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerAcks:
+    consumer: ConsumerState
+    histograms: AckHistograms
+
+
+def _consumer_acks(src: Sources) -> Iterator[ConsumerAcks]:
+    # Only consumers with sampled acknowledgements: a histogram is 20 series, too many for every consumer.
+    if src.snapshot is None:
+        return
+    histograms = src.health.ack_histograms
+    for consumer in src.snapshot.consumers:
+        found = histograms.get((consumer.account, consumer.stream, consumer.name))
+        if found is not None:
+            yield ConsumerAcks(consumer, found)
+
+
+ACKS: Scope[ConsumerAcks] = Scope(
+    _PROCESSING,
+    ("account", "stream", "consumer"),
+    _consumer_acks,
+    lambda a: (a.consumer.account, a.consumer.stream, a.consumer.name),
+)
+
 DEAD_LETTER_STREAM: Scope[DeadLetterState] = Scope(
     _FAILURES,
     ("account", "stream"),
@@ -221,9 +386,9 @@ DEAD_LETTER_SUBJECT: Scope[DeadLetterSubject] = Scope(
     lambda d: (d.stream.account, d.stream.stream, d.subject),
 )
 
-STREAM_GROUP: Scope[StreamState] = Scope(_CLUSTER, STREAM.labels, STREAM.entities, STREAM.label_values)
+STREAM_GROUP: Scope[StreamState] = Scope(_REPLICAS, STREAM.labels, STREAM.entities, STREAM.label_values)
 CONSUMER_GROUP: Scope[ConsumerState] = Scope(
-    _CLUSTER, CONSUMER.labels, CONSUMER.entities, CONSUMER.label_values
+    _REPLICAS, CONSUMER.labels, CONSUMER.entities, CONSUMER.label_values
 )
 
 
@@ -242,7 +407,7 @@ def _stream_peers(src: Sources) -> Iterator[StreamPeer]:
 
 
 STREAM_PEER: Scope[StreamPeer] = Scope(
-    _CLUSTER,
+    _REPLICAS,
     ("account", "stream", "server"),
     _stream_peers,
     lambda p: (p.stream.account, p.stream.name, p.peer.server),
@@ -265,7 +430,7 @@ def _stream_sources(src: Sources) -> Iterator[StreamSource]:
 
 
 STREAM_SOURCE: Scope[StreamSource] = Scope(
-    _CLUSTER,
+    _REPLICAS,
     ("account", "stream", "source"),
     _stream_sources,
     lambda s: (s.stream.account, s.stream.name, s.source.name),
@@ -317,9 +482,14 @@ FAMILIES: tuple[Family[Any], ...] = (
     ),
     Family(
         "nats_exporter_collection_errors_total", COUNTER, STAGE, "exporter",
-        "Failed collection steps since the exporter started, by stage: connect, account, streams, consumers, "
-        "lag, dlq, ...",
-        lambda item: item[1], absent_when="the stage has never failed",
+        "Failed collection steps since the exporter started, by stage, every stage from the start at 0: "
+        f"{', '.join(map(str, Stage))}", lambda item: item[1],
+    ),
+    Family(
+        "nats_exporter_stage_duration_seconds", GAUGE, STAGE_TIME, "exporter clock",
+        f"Wall time of each collection stage in the last cycle, in seconds, by stage: "
+        f"{', '.join(map(str, TIMED_STAGES))}", lambda item: item[1],
+        absent_when="no cycle has finished yet",
     ),
     Family(
         "nats_exporter_lag_lookups_skipped", GAUGE, CYCLE, "setting collection.lag_lookups_per_cycle",
@@ -335,10 +505,17 @@ FAMILIES: tuple[Family[Any], ...] = (
         note="A malformed advisory is counted and logged, never fatal (issue 3, item 1); without this "
         "counter the delivery-failure counters could under-count unnoticed.",
     ),
+    Family(
+        "nats_exporter_dropped_advisories_total", COUNTER, HEALTH, "$JS.EVENT.> advisories and metrics",
+        "Advisories and sampled acknowledgement events not counted because the intake queue was full or "
+        "they named more unknown streams and consumers than are kept between cycles, since the exporter "
+        "started", lambda h: h.dropped_advisories,
+    ),
     # server and account
     Family(
         "nats_server_info", GAUGE, SERVER, "server INFO server_name, version, cluster, domain",
-        "Always 1; the labels identify the NATS server the exporter is connected to", _one,
+        "Always 1; the labels identify a NATS server: the one the exporter is connected to, or in cluster "
+        "scope each server that answered the last cycle", _one,
         absent_when="not connected", info_labels=("server_name", "version", "cluster", "domain"),
         info_values=lambda s: (s.server_name, s.version, s.cluster, s.domain),
     ),
@@ -377,6 +554,83 @@ FAMILIES: tuple[Family[Any], ...] = (
         "nats_account_jetstream_api_errors_total", COUNTER, ACCOUNT, "AccountInfo.api.errors",
         "JetStream API requests of the account that failed, as counted by the server",
         lambda a: a.api_errors,
+    ),
+    # whole cluster (cluster scope)
+    Family(
+        "nats_server_jetstream_storage_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.storage",
+        "Disk used by JetStream file streams on the server, every replica it hosts, in bytes",
+        lambda s: s.storage_bytes,
+    ),
+    Family(
+        "nats_server_jetstream_memory_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.memory",
+        "Memory used by JetStream memory streams on the server, every replica it hosts, in bytes",
+        lambda s: s.memory_bytes,
+    ),
+    Family(
+        "nats_server_jetstream_max_storage_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.config.max_storage",
+        "The server's JetStream storage limit, in bytes", lambda s: s.max_storage_bytes,
+        absent_when="unlimited",
+    ),
+    Family(
+        "nats_server_jetstream_max_memory_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.config.max_memory",
+        "The server's JetStream memory limit, in bytes", lambda s: s.max_memory_bytes,
+        absent_when="unlimited",
+    ),
+    Family(
+        "nats_server_jetstream_reserved_storage_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.reserved_storage",
+        "Storage the server has reserved for accounts' JetStream limits, in bytes",
+        lambda s: s.reserved_storage_bytes,
+    ),
+    Family(
+        "nats_server_jetstream_reserved_memory_bytes", GAUGE, JETSTREAM_SERVER, "JSInfo.reserved_memory",
+        "Memory the server has reserved for accounts' JetStream limits, in bytes",
+        lambda s: s.reserved_memory_bytes,
+    ),
+    Family(
+        "nats_server_jetstream_streams", GAUGE, JETSTREAM_SERVER, "JSInfo.streams",
+        "Stream replicas hosted on the server, leaders and followers", lambda s: s.streams,
+    ),
+    Family(
+        "nats_server_jetstream_consumers", GAUGE, JETSTREAM_SERVER, "JSInfo.consumers",
+        "Consumer replicas hosted on the server, leaders and followers", lambda s: s.consumers,
+    ),
+    Family(
+        "nats_server_jetstream_api_requests_total", COUNTER, JETSTREAM_SERVER, "JSInfo.api.total",
+        "JetStream API requests the server has handled", lambda s: s.api_requests,
+    ),
+    Family(
+        "nats_server_jetstream_api_errors_total", COUNTER, JETSTREAM_SERVER, "JSInfo.api.errors",
+        "JetStream API requests the server answered with an error", lambda s: s.api_errors,
+    ),
+    Family(
+        "nats_jetstream_meta_cluster_info", GAUGE, META_CLUSTER, "JSInfo.meta_cluster name, leader",
+        "Always 1; the labels name the JetStream meta group's cluster and its current leader", _one,
+        absent_when="the meta leader did not answer yet", info_labels=("cluster", "leader"),
+        info_values=lambda m: (m.cluster, m.leader),
+    ),
+    Family(
+        "nats_jetstream_meta_cluster_size", GAUGE, META_CLUSTER, "JSInfo.meta_cluster.cluster_size",
+        "JetStream servers in the meta group", lambda m: m.size,
+        absent_when="the meta leader did not answer yet",
+    ),
+    Family(
+        "nats_jetstream_meta_replica_current", GAUGE, META_PEER, "JSInfo.meta_cluster.replicas[].current",
+        "1 when the meta group's leader sees this peer current, else 0; the leader itself is 1",
+        lambda p: 1 if p.current else 0,
+    ),
+    Family(
+        "nats_jetstream_meta_replica_lag_operations", GAUGE, META_PEER, "JSInfo.meta_cluster.replicas[].lag",
+        "Operations this meta group peer is behind its leader; 0 for the leader", lambda p: p.lag_operations,
+    ),
+    Family(
+        "nats_exporter_servers_responded", GAUGE, CYCLE, "$SYS.REQ.SERVER.PING.JSZ replies",
+        "Servers whose JetStream report arrived in the last cycle", lambda s: s.servers_responded,
+        absent_when="account scope",
+    ),
+    Family(
+        "nats_exporter_servers_expected", GAUGE, HEALTH, "setting collection.expected_servers",
+        "Servers the cluster scope expects to answer every cycle", lambda h: h.servers_expected,
+        absent_when="not configured, or account scope",
     ),
     # streams
     Family(
@@ -443,6 +697,7 @@ FAMILIES: tuple[Family[Any], ...] = (
         "Always 1; the labels describe the stream and name its current leader", _one,
         info_labels=("storage", "retention", "replicas", "leader"),
         info_values=lambda s: (s.storage, s.retention, str(s.replicas), s.leader),
+        metadata_values=lambda s: s.metadata_labels,
     ),
     # consumers
     Family(
@@ -519,6 +774,7 @@ FAMILIES: tuple[Family[Any], ...] = (
             _flag(c.durable), _flag(c.pull), c.ack_policy, c.deliver_policy, ",".join(c.filter_subjects),
             c.leader,
         ),
+        metadata_values=lambda c: c.metadata_labels,
     ),
     # delivery failures and dead letters
     Family(
@@ -537,6 +793,44 @@ FAMILIES: tuple[Family[Any], ...] = (
         "nats_consumer_naks_total", COUNTER, ADVISORY, "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED advisories",
         "Negative acknowledgements (Nak) of the consumer's messages, seen since the exporter started",
         lambda a: a.counts.naks,
+    ),
+    # elections and quorum
+    Family(
+        "nats_stream_leader_elections_total", COUNTER, STREAM_EVENTS,
+        "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED advisories",
+        "Leader elections of the stream's replica group, seen since the exporter started",
+        lambda e: e.counts.leader_elections,
+    ),
+    Family(
+        "nats_stream_quorum_lost_total", COUNTER, STREAM_EVENTS,
+        "$JS.EVENT.ADVISORY.STREAM.QUORUM_LOST advisories",
+        "Times the stream's replica group lost quorum, seen since the exporter started",
+        lambda e: e.counts.quorum_lost,
+    ),
+    Family(
+        "nats_consumer_leader_elections_total", COUNTER, CONSUMER_EVENTS,
+        "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED advisories",
+        "Leader elections of the consumer's replica group, seen since the exporter started",
+        lambda a: a.counts.leader_elections,
+    ),
+    Family(
+        "nats_consumer_quorum_lost_total", COUNTER, CONSUMER_EVENTS,
+        "$JS.EVENT.ADVISORY.CONSUMER.QUORUM_LOST advisories",
+        "Times the consumer's replica group lost quorum, seen since the exporter started",
+        lambda a: a.counts.quorum_lost,
+    ),
+    # processing time
+    Family(
+        "nats_consumer_ack_latency_seconds", HISTOGRAM, ACKS, "$JS.EVENT.METRIC.CONSUMER.ACK ack_time",
+        "Time from delivery to acknowledgement of the consumer's sampled messages (sample_freq), in seconds, "
+        "seen since the exporter started", lambda a: a.histograms.latency_seconds,
+        absent_when="no sampled acknowledgement seen (sample_freq unset, or nothing acknowledged yet)",
+    ),
+    Family(
+        "nats_consumer_ack_deliveries", HISTOGRAM, ACKS, "$JS.EVENT.METRIC.CONSUMER.ACK deliveries",
+        "Deliveries the consumer's sampled acknowledged messages took: 1 when the first try succeeded",
+        lambda a: a.histograms.deliveries,
+        absent_when="no sampled acknowledgement seen (sample_freq unset, or nothing acknowledged yet)",
     ),
     Family(
         "nats_dlq_stream_present", GAUGE, DEAD_LETTER_STREAM, "$JS.API.STREAM.INFO of the stream",
@@ -604,6 +898,21 @@ FAMILIES: tuple[Family[Any], ...] = (
         info_labels=("kind", "filter_subject", "external_api"),
         info_values=lambda s: (s.source.kind, s.source.filter_subject, s.source.external_api),
     ),
+    # thresholds from metadata
+    Family(
+        "nats_stream_threshold", GAUGE, STREAM_THRESHOLD, "StreamConfig.metadata io.nats.monitor.*",
+        "A threshold the stream's own monitoring metadata sets, for the check named by the check label "
+        "(msgs, subjects_max, subjects_min, lag, seen, sources_min, sources_max, peers, peer_lag, "
+        "peer_seen); durations in seconds", lambda t: t.threshold.value,
+        absent_when="io.nats.monitor.enabled is not true, or the key is unset, 0 or less, or unreadable",
+    ),
+    Family(
+        "nats_consumer_threshold", GAUGE, CONSUMER_THRESHOLD, "ConsumerConfig.metadata io.nats.monitor.*",
+        "A threshold the consumer's own monitoring metadata sets, for the check named by the check label "
+        "(outstanding_ack, waiting, unprocessed, last_delivery, last_ack, redelivery); durations in seconds",
+        lambda t: t.threshold.value,
+        absent_when="io.nats.monitor.enabled is not true, or the key is unset, 0 or less, or unreadable",
+    ),
 )
 # fmt: on
 
@@ -652,7 +961,10 @@ def _label_block(names: tuple[str, ...], values: tuple[str, ...]) -> str:
 
 
 def _series(
-    family: Family[Any], entries: Sequence[tuple[Any, tuple[str, ...]]], scope_blocks: list[str]
+    family: Family[Any],
+    entries: Sequence[tuple[Any, tuple[str, ...]]],
+    scope_blocks: list[str],
+    sources: Sources,
 ) -> tuple[list[str], list[Any]]:
     """The family's label blocks (one per entity) and values (None: no series for that entity)."""
     value_of = family.value
@@ -660,9 +972,35 @@ def _series(
     if not family.info_labels:
         return scope_blocks, values
     # *_info: identity labels differ per family, so the blocks are the family's own.
-    labels, info_values = family.labels, family.info_label_values
-    blocks = [_label_block(labels, label_values + info_values(entity)) for entity, label_values in entries]
+    labels, extra_values = family.labels_in(sources), family.extra_label_values
+    blocks = [_label_block(labels, label_values + extra_values(entity)) for entity, label_values in entries]
     return blocks, values
+
+
+def histogram_buckets(data: HistogramData) -> list[tuple[str, int]]:
+    """(le, cumulative count) pairs, ``+Inf`` last, with ``le`` written as prometheus_client writes it."""
+    bounds = (*data.bounds, math.inf)
+    return [(format_value(bound), count) for bound, count in zip(bounds, data.cumulative_counts, strict=True)]
+
+
+def _histogram_bytes(
+    family: Family[Any], entries: Sequence[tuple[Any, tuple[str, ...]]], values: list[Any]
+) -> bytes:
+    """_bucket lines (``le`` among the labels), then _count and _sum per series, as prometheus_client."""
+    name, labels = family.name, family.labels
+    bucket_labels = (*labels, "le")
+    lines: list[str] = []
+    for (_, label_values), data in zip(entries, values, strict=True):
+        if data is None:
+            continue
+        lines.extend(
+            f"{name}_bucket{_label_block(bucket_labels, (*label_values, le))} {format_value(count)}\n"
+            for le, count in histogram_buckets(data)
+        )
+        block = _label_block(labels, label_values)
+        lines.append(f"{name}_count{block} {format_value(data.count)}\n")
+        lines.append(f"{name}_sum{block} {format_value(data.sum)}\n")
+    return "".join(lines).encode()
 
 
 def _sample_bytes(name: str, blocks: list[str], values: list[Any]) -> bytes:
@@ -734,10 +1072,12 @@ class Renderer:
             if entries is None:
                 entries = entries_by_scope[key] = sorted_series(family.scope, sources)
                 blocks_by_scope[key] = [_label_block(family.scope.labels, values) for _, values in entries]
-            blocks, values = _series(family, entries, blocks_by_scope[key])
+            blocks, values = _series(family, entries, blocks_by_scope[key], sources)
             last = self._last.get(family.name)
             if last is not None and last.blocks == blocks and last.values == values:
                 current = last
+            elif family.type == HISTOGRAM:
+                current = _Rendered(blocks, values, _histogram_bytes(family, entries, values))
             else:
                 current = _Rendered(blocks, values, _sample_bytes(family.name, blocks, values))
             rendered[family.name] = current
@@ -779,14 +1119,21 @@ class SnapshotCollector:
 
     def collect(self) -> Iterator[Metric]:
         for family in FAMILIES:
-            metric: GaugeMetricFamily | CounterMetricFamily
+            metric: GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
+            labels = family.labels_in(self._sources)
             if family.type == COUNTER:
-                metric = CounterMetricFamily(family.name, family.help, labels=family.labels)
+                metric = CounterMetricFamily(family.name, family.help, labels=labels)
+            elif family.type == HISTOGRAM:
+                metric = HistogramMetricFamily(family.name, family.help, labels=labels)
             else:
-                metric = GaugeMetricFamily(family.name, family.help, labels=family.labels)
+                metric = GaugeMetricFamily(family.name, family.help, labels=labels)
             for entity, values in sorted_series(family.scope, self._sources):
                 value = family.value(entity)
-                if value is not None:
-                    metric.add_metric(list(values + family.info_label_values(entity)), value)
+                if isinstance(value, HistogramData):
+                    assert isinstance(metric, HistogramMetricFamily)  # noqa: S101 (narrows the type for mypy)
+                    metric.add_metric(list(values), histogram_buckets(value), value.sum)
+                elif value is not None:
+                    assert not isinstance(metric, HistogramMetricFamily)  # noqa: S101 (narrows the type)
+                    metric.add_metric(list(values + family.extra_label_values(entity)), value)
             if metric.samples:
                 yield metric

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from exporter.monitoring import consumer_monitoring, metadata_label_values, stream_monitoring
 from exporter.snapshot import (
     AccountState,
     ConsumerState,
@@ -85,11 +86,18 @@ def parse_account_state(reply: Mapping[str, Any], account: str) -> AccountState:
     )
 
 
-def parse_stream_state(info: Mapping[str, Any], account: str) -> StreamState:
-    """One ``StreamInfo`` (from STREAM.LIST or STREAM.INFO) -> StreamState."""
+def parse_stream_state(
+    info: Mapping[str, Any], account: str, label_keys: tuple[str, ...] = ()
+) -> StreamState:
+    """One ``StreamInfo`` (from STREAM.LIST or STREAM.INFO) -> StreamState.
+
+    ``label_keys``: the metadata keys whose values become labels (``labels.from_metadata``).
+    """
     config = info["config"]
     state = info["state"]
     cluster = info.get("cluster") or {}
+    metadata = config.get("metadata")
+    monitoring = stream_monitoring(metadata)
     return StreamState(
         account=account,
         name=config["name"],
@@ -114,6 +122,9 @@ def parse_stream_state(info: Mapping[str, Any], account: str) -> StreamState:
         leader=cluster.get("leader", ""),
         peers=parse_peers(cluster),
         sources=parse_sources(info),
+        thresholds=monitoring.thresholds,
+        metadata_problems=monitoring.problems,
+        metadata_labels=metadata_label_values(metadata, label_keys),
     )
 
 
@@ -175,14 +186,18 @@ def filter_subjects_of(config: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(subjects)
 
 
-def parse_consumer_state(info: Mapping[str, Any], account: str, stream_replicas: int = 1) -> ConsumerState:
+def parse_consumer_state(
+    info: Mapping[str, Any], account: str, label_keys: tuple[str, ...] = (), *, stream_replicas: int = 1
+) -> ConsumerState:
     """One ``ConsumerInfo`` (from CONSUMER.LIST or CONSUMER.INFO) -> ConsumerState.
 
     ``stream_replicas`` is the stream's replica count, which a consumer configured with 0 replicas has.
     ``lag_seconds`` is 0.0 when nothing is outstanding (nothing to look up), else None: the source
-    measures it with a message look-up.
+    measures it with a message look-up. ``label_keys`` as for streams.
     """
     config = info["config"]
+    metadata = config.get("metadata")
+    monitoring = consumer_monitoring(metadata)
     delivered = info.get("delivered") or {}
     ack_floor = info.get("ack_floor") or {}
     cluster = info.get("cluster") or {}
@@ -216,6 +231,9 @@ def parse_consumer_state(info: Mapping[str, Any], account: str, stream_replicas:
         replicas=replicas,
         replicas_current=replicas_current(cluster) if cluster else replicas,
         lag_seconds=0.0 if num_pending == 0 and num_ack_pending == 0 else None,
+        thresholds=monitoring.thresholds,
+        metadata_problems=monitoring.problems,
+        metadata_labels=metadata_label_values(metadata, label_keys),
     )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from exporter.metrics import COUNTER, FAMILIES, Family
+from exporter.metrics import COUNTER, FAMILIES, HISTOGRAM, Family
+from exporter.stages import TIMED_STAGES, Stage
 
 _INTRO = """\
 # Metric reference
@@ -30,12 +31,17 @@ contract of `../shared/design/METRICS.md`; the families beyond it are listed at 
   from then on only the exporter's own health families are exported, so dashboards show a gap rather than
   frozen values.
 - **Types.** Counters end in `_total`: read them with `rate()` or `increase()`. In the OpenMetrics format
-  their family name (the `# TYPE` line) has no `_total`; series names are the same. The rest are gauges.
+  their family name (the `# TYPE` line) has no `_total`; series names are the same. Histograms have
+  `_bucket` series (cumulative, with an `le` label), `_count` and `_sum`: read them with
+  `histogram_quantile(0.95, sum by (le, ...) (rate(..._bucket[5m])))`. The rest are gauges.
 - **Labels.** `account`, `stream` and `consumer` identify the object; `subject` is the dead-letter subject and
   `stage` the collection step. Volatile identity (the stream or consumer leader, the server name) is only on
   the `*_info` series, whose value is always 1, so a leader election does not start new series. Join them in
   when needed:
   `nats_consumer_ack_pending * on(account, stream, consumer) group_left(leader) nats_consumer_info`.
+  Stream and consumer metadata keys listed in `labels.from_metadata` add one label each to
+  `nats_stream_info` and `nats_consumer_info` only, named `metadata_<key>` (characters outside
+  `[a-zA-Z0-9_]` become `_`), empty when the object lacks the key.
 - **Absent series.** A limit the server reports as unlimited, a timestamp of something that has not happened
   yet (the first message, delivery, acknowledgement) and a lag that was not measured this cycle are left out,
   never exported as -1 or 0. The column "Absent when" says when. A stream or consumer deleted on the server
@@ -51,6 +57,18 @@ contract of `../shared/design/METRICS.md`; the families beyond it are listed at 
   `nats_consumer_max_deliveries_exceeded_total` when a message runs out of attempts, then the dead letter
   it became in `nats_dlq_messages`.
 """
+
+_STAGES = (
+    "\n## Collection stages\n\n"
+    "The `stage` label of `nats_exporter_collection_errors_total` (every stage has a series from the "
+    "start, at 0) and of `nats_exporter_stage_duration_seconds` (the timed stages: "
+    + ", ".join(f"`{stage}`" for stage in TIMED_STAGES)
+    + "). Stages overlap: consumer listings start while stream pages still arrive, and dead-letter streams "
+    "are read alongside, so each stage reports its own wall time, from its first request to its last reply, "
+    "and a stage the cycle did not reach or did not need reports 0.\n\n"
+    "| Stage | A failure means |\n|---|---|\n"
+    + "".join(f"| `{stage}` | {stage.meaning} |\n" for stage in Stage)
+)
 
 
 def _cell(text: str) -> str:
@@ -88,8 +106,13 @@ def render_reference() -> str:
     if extras:
         parts.append("\n## Families beyond the metric contract\n\n")
         parts.extend(f"- `{family.name}` ({family.type}): {family.note}\n" for family in extras)
+    parts.append(_STAGES)
     counters = sum(1 for family in FAMILIES if family.type == COUNTER)
-    parts.append(f"\n{len(FAMILIES)} families: {counters} counters, {len(FAMILIES) - counters} gauges.\n")
+    histograms = sum(1 for family in FAMILIES if family.type == HISTOGRAM)
+    gauges = len(FAMILIES) - counters - histograms
+    parts.append(
+        f"\n{len(FAMILIES)} families: {counters} counters, {histograms} histograms, {gauges} gauges.\n"
+    )
     return "".join(parts)
 
 

@@ -62,7 +62,11 @@ class Exposition:
 
 
 class ExpositionCache:
-    """Holds the latest exposition; replaced whole, so a scrape never sees half of two cycles."""
+    """Holds the latest exposition; replaced whole, so a scrape never sees half of two cycles.
+
+    Written by the collection loop and read by the HTTP server's thread: one attribute replaced by
+    reference, which needs no lock.
+    """
 
     def __init__(self, initial: Exposition) -> None:
         self.current = initial

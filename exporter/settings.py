@@ -6,8 +6,10 @@ Secrets are held in ``Secret`` so that a stray ``repr`` or log line never shows 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from exporter.patterns import NamePattern
+from exporter.yamlfiles import quoted
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 # Outside 9100-9999 (Prometheus's exporter range, fully allocated) and unused by common exporters.
@@ -62,6 +64,9 @@ class NatsSettings:
 class WebSettings:
     listen_address: str = DEFAULT_LISTEN_ADDRESS
     config_file: str | None = None  # exporter-toolkit web config (TLS, basic auth)
+    read_header_timeout_seconds: float = 10.0  # a client must send its request headers within this
+    idle_timeout_seconds: float = 60.0  # a kept-alive connection with no request is closed after this
+    max_connections: int = 100  # connections open at once; more are answered 503 and closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,22 +74,31 @@ class CollectionSettings:
     interval_seconds: float = 15.0
     deadline_seconds: float = 10.0  # one cycle is abandoned after this long
     concurrency: int = 16  # JetStream API requests in flight at once
-    # Longest wait for one JetStream API reply (capped at half the deadline). Above the 4 s a clustered
-    # server waits for unreachable stream and consumer leaders before it answers a list with `missing`.
-    request_timeout_seconds: float = 5.0
     # After a failed cycle the last good data is served (with nats_up 0) for this long, then dropped.
     stale_data_ttl_seconds: float = 300.0
     lag_lookups_per_cycle: int = 1000  # cap on message look-ups for nats_consumer_lag_seconds
+    # Longest wait for one JetStream API reply (the source also caps it at half the deadline). Above the
+    # 4 s a clustered server waits for unreachable stream and consumer leaders before it answers a list.
+    request_timeout_seconds: float = 5.0
+    scope: str = "auto"  # auto | account | cluster: what one exporter collects
+    expected_servers: int | None = None  # servers the cluster should have; None: not checked
+    shard: tuple[int, int] | None = None  # (K, N): this exporter collects shard K of N; None: everything
 
 
 @dataclass(frozen=True, slots=True)
 class FilterSettings:
-    """Regular expressions (full match) that choose which streams and consumers are exported."""
+    """RE2 regular expressions (full match) choosing the accounts, streams and consumers exported."""
 
-    stream_include: re.Pattern[str] | None = None
-    stream_exclude: re.Pattern[str] | None = None
-    consumer_include: re.Pattern[str] | None = None
-    consumer_exclude: re.Pattern[str] | None = None
+    stream_include: NamePattern | None = None
+    stream_exclude: NamePattern | None = None
+    consumer_include: NamePattern | None = None
+    consumer_exclude: NamePattern | None = None
+    account_include: NamePattern | None = None
+    account_exclude: NamePattern | None = None
+    ephemeral: str = "aggregate"  # include | aggregate | exclude: what to do with ephemeral consumers
+
+    def account_selected(self, name: str) -> bool:
+        return _selected(name, self.account_include, self.account_exclude)
 
     def stream_selected(self, name: str) -> bool:
         return _selected(name, self.stream_include, self.stream_exclude)
@@ -93,10 +107,47 @@ class FilterSettings:
         return _selected(name, self.consumer_include, self.consumer_exclude)
 
 
-def _selected(name: str, include: re.Pattern[str] | None, exclude: re.Pattern[str] | None) -> bool:
+def _selected(name: str, include: NamePattern | None, exclude: NamePattern | None) -> bool:
     if include is not None and include.fullmatch(name) is None:
         return False
     return exclude is None or exclude.fullmatch(name) is None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    exclude: tuple[NamePattern, ...] = ()  # metric families (names or RE2 patterns, full match) left out
+
+    def family_excluded(self, name: str) -> bool:
+        return any(pattern.fullmatch(name) is not None for pattern in self.exclude)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSettings:
+    # Stream and consumer metadata keys exported as labels of nats_stream_info and nats_consumer_info
+    # (named metadata_<key>, see exporter.monitoring.metadata_label_name).
+    from_metadata: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """An end-to-end probe: the exporter publishes to its own stream and measures the round trip."""
+
+    enabled: bool = False
+    stream: str = "NATS_EXPORTER_PROBE"
+    subject: str = "nats_exporter.probe"
+    storage: str = "memory"  # file | memory
+    replicas: int = 1
+    max_age_seconds: float = 3600.0
+
+
+DEFAULT_ACK_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AckLatencySettings:
+    buckets: tuple[float, ...] = DEFAULT_ACK_LATENCY_BUCKETS  # histogram bucket bounds, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +164,10 @@ class Settings:
     filters: FilterSettings = field(default_factory=FilterSettings)
     dead_letter_streams: tuple[str, ...] = ()
     log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    ack_latency: AckLatencySettings = field(default_factory=AckLatencySettings)
 
 
 # Stream and consumer names become subject tokens of the JetStream API and file names in the store.
@@ -135,9 +190,9 @@ def split_listen_address(address: str) -> tuple[str | None, int]:
     """
     host, separator, port_text = address.rpartition(":")
     if not separator:
-        raise ValueError(f"expected HOST:PORT or :PORT, got {address!r}")
+        raise ValueError("expected HOST:PORT or :PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number from 0 to 65535, got {port_text!r}")
+        raise ValueError(f"port must be a number from 0 to 65535, got {quoted(port_text)}")
     return (host or None), int(port_text)

@@ -22,6 +22,42 @@ class ServerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerJetStreamState:
+    """One server's JetStream usage, limits, reservations and API counters (JSZ, cluster scope)."""
+
+    server: str
+    memory_bytes: int
+    storage_bytes: int
+    reserved_memory_bytes: int
+    reserved_storage_bytes: int
+    max_memory_bytes: int | None  # None: unlimited
+    max_storage_bytes: int | None  # None: unlimited
+    streams: int  # stream replicas hosted on this server
+    consumers: int  # consumer replicas hosted on this server
+    api_requests: int  # api.total, a counter
+    api_errors: int  # api.errors, a counter
+
+
+@dataclass(frozen=True, slots=True)
+class MetaPeer:
+    """One peer of the JetStream meta group, as its leader sees it (the leader itself: current, lag 0)."""
+
+    server: str
+    current: bool
+    lag_operations: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetaClusterState:
+    """The JetStream meta group (the cluster-wide placement authority), from its leader's report."""
+
+    cluster: str
+    leader: str
+    size: int  # configured cluster size
+    peers: tuple[MetaPeer, ...]  # sorted by server, the leader included
+
+
+@dataclass(frozen=True, slots=True)
 class AccountState:
     """``$JS.API.INFO``: the account's JetStream usage and limits."""
 
@@ -58,6 +94,15 @@ class SourceState:
 
 
 @dataclass(frozen=True, slots=True)
+class Threshold:
+    """One ``io.nats.monitor.*`` threshold of a stream or consumer (see exporter.monitoring)."""
+
+    check: str  # what is compared: msgs, subjects_max, lag, ..., outstanding_ack, last_ack, ...
+    severity: str  # "warning" | "critical"
+    value: float  # a count, or seconds for durations
+
+
+@dataclass(frozen=True, slots=True)
 class StreamState:
     """One stream: ``StreamInfo.config`` limits and ``StreamInfo.state``."""
 
@@ -89,6 +134,12 @@ class StreamState:
     # on the one server there is).
     peers: tuple[ReplicaState, ...] = ()
     sources: tuple[SourceState, ...] = ()  # the mirror, or the sources, by origin name
+
+    # metadata: io.nats.monitor.* thresholds, unreadable monitoring values (messages), and the values of the
+    # keys configured as labels (labels.from_metadata, in that order; "" when absent)
+    thresholds: tuple[Threshold, ...] = ()
+    metadata_problems: tuple[str, ...] = ()
+    metadata_labels: tuple[str, ...] = ()
 
     @property
     def replicas_current(self) -> int:
@@ -137,6 +188,10 @@ class ConsumerState:
     # Age of the oldest unacknowledged message at collection time; 0.0 when nothing is outstanding;
     # None when it was not measured this cycle (look-up cap reached, or the look-up failed).
     lag_seconds: float | None = None
+    # metadata, as for streams
+    thresholds: tuple[Threshold, ...] = ()
+    metadata_problems: tuple[str, ...] = ()
+    metadata_labels: tuple[str, ...] = ()
 
     def unreachable(self) -> ConsumerState:
         """These values, kept for a cycle in which the consumer's leader did not answer: no peer current."""
@@ -156,14 +211,46 @@ class DeadLetterState:
 
 @dataclass(frozen=True, slots=True)
 class AdvisoryCounts:
-    """Delivery-failure advisories seen for one consumer since the exporter started."""
+    """Consumer advisories (delivery failures, elections, quorum loss) seen since the exporter started."""
 
     max_deliveries_exceeded: int = 0
     terminated: int = 0
     naks: int = 0
+    leader_elections: int = 0
+    quorum_lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEventCounts:
+    """Stream advisories (elections, quorum loss) seen for one stream since the exporter started."""
+
+    leader_elections: int = 0
+    quorum_lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramData:
+    """A histogram at one moment: upper bounds (``+Inf`` implied), cumulative counts with ``+Inf`` last."""
+
+    bounds: tuple[float, ...]
+    cumulative_counts: tuple[int, ...]  # len(bounds) + 1
+    sum: float
+
+    @property
+    def count(self) -> int:
+        return self.cumulative_counts[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class AckHistograms:
+    """A consumer's sampled acknowledgements (``sample_freq``): time to ack, and deliveries it took."""
+
+    latency_seconds: HistogramData
+    deliveries: HistogramData
 
 
 ConsumerKey = tuple[str, str, str]  # (account, stream, consumer)
+StreamKey = tuple[str, str]  # (account, stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +258,10 @@ class Snapshot:
     """Everything one successful collection cycle read from JetStream."""
 
     collected_at: float  # Unix seconds when the cycle finished
-    server: ServerInfo | None
-    account: AccountState | None
+    # The connected server (account scope), or every server that answered (cluster scope).
+    servers: tuple[ServerInfo, ...]
+    # The exporter's account (account scope), or every selected account (cluster scope).
+    accounts: tuple[AccountState, ...]
     streams: tuple[StreamState, ...] = ()
     consumers: tuple[ConsumerState, ...] = ()
     dead_letters: tuple[DeadLetterState, ...] = ()
@@ -180,6 +269,12 @@ class Snapshot:
     # Stages that failed without failing the cycle (e.g. "lag", "dlq"): counted in
     # nats_exporter_collection_errors_total{stage} by the collection loop.
     partial_errors: tuple[str, ...] = ()
+    # Cluster scope only: per-server JetStream usage, the meta group, and how many servers answered.
+    jetstream_servers: tuple[ServerJetStreamState, ...] = ()
+    meta_cluster: MetaClusterState | None = None
+    servers_responded: int | None = None
+    # labels.from_metadata: the metadata keys whose values the streams and consumers carry as labels
+    metadata_label_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,4 +287,9 @@ class ExporterHealth:
     collection_errors: Mapping[str, int] = field(default_factory=dict)  # stage -> failures since start
     advisory_counts: Mapping[ConsumerKey, AdvisoryCounts] = field(default_factory=dict)
     malformed_advisories: int = 0
+    stream_event_counts: Mapping[StreamKey, StreamEventCounts] = field(default_factory=dict)
+    ack_histograms: Mapping[ConsumerKey, AckHistograms] = field(default_factory=dict)
+    dropped_advisories: int = 0  # advisories and events the bounded intake could not keep
     collection_interval_seconds: float = 15.0  # configured interval, for "duration against interval"
+    stage_durations: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds, last cycle
+    servers_expected: int | None = None  # cluster scope: collection.expected_servers, when configured

@@ -28,9 +28,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 from nats.aio.client import Client
@@ -39,11 +39,13 @@ from exporter.jsapi import (
     JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
     NO_MESSAGE_FOUND,
     STREAM_NOT_FOUND,
+    DeniedSubjects,
     JetStreamApi,
     JetStreamApiError,
     JetStreamRequestError,
     JetStreamUnavailableError,
 )
+from exporter.logs import StateLog
 from exporter.parse import (
     StoredMessageRef,
     oldest,
@@ -66,8 +68,10 @@ from exporter.snapshot import (
     Snapshot,
     StreamState,
 )
+from exporter.stages import Stage, StageTimings
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_ACCOUNT = "$G"
 USER_INFO_SUBJECT = "$SYS.REQ.USER.INFO"
@@ -85,21 +89,27 @@ USER_INFO_TIMEOUT_SECONDS = 2.0
 class CollectionError(Exception):
     """A collection cycle failed at ``stage``; the message names what failed and never holds a secret."""
 
-    def __init__(self, stage: str, message: str) -> None:
+    def __init__(self, stage: Stage, message: str) -> None:
         super().__init__(message)
         self.stage = stage
         self.message = message
 
 
 @contextlib.contextmanager
-def _stage(stage: str) -> Iterator[None]:
-    """Turn a failed request or an unexpected reply into a CollectionError for ``stage``."""
+def _stage(stage: Stage, timings: StageTimings | None = None) -> Iterator[None]:
+    """Time the work in ``stage``; turn a failed request or an unexpected reply into its CollectionError."""
     try:
-        yield
+        with timings.measure(stage) if timings is not None else contextlib.nullcontext():
+            yield
     except JetStreamRequestError as exc:
         raise CollectionError(stage, _explain(exc)) from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise CollectionError(stage, f"unexpected JetStream API reply ({type(exc).__name__}: {exc})") from exc
+
+
+async def _timed(timings: StageTimings, stage: Stage, work: Awaitable[_T]) -> _T:
+    with timings.measure(stage):
+        return await work
 
 
 def _explain(exc: JetStreamRequestError) -> str:
@@ -140,7 +150,7 @@ class _StreamRead:
 
     state: StreamState | None  # None: deleted, or not read
     listing: _ConsumerListing | None
-    stage: str = ""
+    stage: Stage | None = None  # the stage that failed, None when nothing did
     error: str | None = None
 
 
@@ -154,64 +164,94 @@ class _LagResults:
 class JetStreamSource:
     """Reads one account's JetStream state into a Snapshot. One object per connection."""
 
-    def __init__(self, nc: Client, settings: Settings) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        settings: Settings,
+        denied: DeniedSubjects | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._nc = nc
+        self._clock = clock  # wall time a cycle's data is dated with (lag is measured against it)
         self._settings = settings
         collection = settings.collection
         self._request_timeout = min(
             collection.request_timeout_seconds, collection.deadline_seconds * REQUEST_TIMEOUT_SHARE
         )
-        self._api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=self._request_timeout)
+        self._api = JetStreamApi(
+            nc, domain=settings.nats.domain, timeout_seconds=self._request_timeout, denied=denied
+        )
         self._in_flight = asyncio.Semaphore(settings.collection.concurrency)
         self._cycle_budget = collection.deadline_seconds * CYCLE_BUDGET_SHARE
         self._cycle_ends = float("inf")  # loop time by which this cycle's requests must be answered
         self._account: str | None = settings.nats.account
-        self._dead_letter_present: dict[str, bool] = {}
-        self._failing_partial_stages: set[str] = set()
+        # Logged on change only: a stream configured before it is created must not flood the log.
+        self._dead_letter_log = StateLog(logger)
+        # Logged on change only; the collection loop counts every failing cycle in a metric.
+        self._partial_stage_log = StateLog(logger, initial="ok")
         self._lag_cursor = 0
+        self._label_keys = settings.labels.from_metadata
+        self._logged_metadata_problems: frozenset[str] = frozenset()
 
-    async def fetch_snapshot(self, previous: Snapshot | None) -> Snapshot:
-        """One collection cycle. Raises CollectionError; lag and dead-letter failures are partial."""
+    async def fetch_snapshot(
+        self, previous: Snapshot | None, timings: StageTimings | None = None
+    ) -> Snapshot:
+        """One cycle, each stage timed. Raises CollectionError; lag and dlq failures are partial."""
+        timings = timings if timings is not None else StageTimings(time.monotonic)
         server = self._server_info()
         clustered = server is not None and bool(server.cluster)
         # On a single server a request never outlives the cycle's budget by itself being slow in a row of
         # others: the whole cycle then fails at its deadline (stage "timeout"), as it should.
         budget = self._cycle_budget if clustered else float("inf")
         self._cycle_ends = asyncio.get_running_loop().time() + budget
-        account = await self._account_name()
-        partial: dict[str, str | None] = {"account": None, "streams": None, "consumers": None}
-        account_state = None if clustered else await self._fetch_account(account)
+        partial: dict[Stage, str | None] = {Stage.ACCOUNT: None, Stage.STREAMS: None, Stage.CONSUMERS: None}
+        with timings.measure(Stage.ACCOUNT):
+            account = await self._account_name()
+            # On a cluster INFO is asked alongside STREAM.NAMES, below.
+            single_server_account = None if clustered else await self._fetch_account(account)
         try:
             async with asyncio.TaskGroup() as group:
-                dead_letters_task = group.create_task(self._fetch_dead_letters(account, previous))
+                dead_letters_task = group.create_task(
+                    _timed(timings, Stage.DLQ, self._fetch_dead_letters(account, previous))
+                )
                 if clustered:
                     # INFO and STREAM.NAMES both wait for the meta leader: asked together, its absence
                     # costs one request timeout, not two.
-                    account_task = group.create_task(self._fetch_account_or_keep(account, previous, partial))
-                    inventory = await self._fetch_inventory_by_stream(account, previous, partial)
+                    account_task = group.create_task(
+                        _timed(
+                            timings, Stage.ACCOUNT, self._fetch_account_or_keep(account, previous, partial)
+                        )
+                    )
+                    inventory = await self._fetch_inventory_by_stream(account, previous, partial, timings)
                     account_state = await account_task
                 else:
-                    inventory = await self._fetch_inventory(account, previous)
-                lags = await self._measure_lags(inventory)
+                    inventory = await self._fetch_inventory(account, previous, timings)
+                    account_state = single_server_account or await self._fetch_account(account)
+                lags = await _timed(timings, Stage.LAG, self._measure_lags(inventory))
         except BaseExceptionGroup as exc_group:
             raise _first_collection_error(exc_group) from None
         dead_letters, dead_letters_error = dead_letters_task.result()
-        collected_at = time.time()
+        collected_at = self._clock()
 
         consumers = [_with_lag(consumer, lags, collected_at) for consumer in inventory.consumers]
         consumers.extend(inventory.carried_consumers)
         consumers.sort(key=lambda consumer: (consumer.stream, consumer.name))
-        partial.update(dlq=dead_letters_error, lag=lags.error)
+        partial.update({Stage.DLQ: dead_letters_error, Stage.LAG: lags.error})
         self._log_partial_state_changes(partial)
+        streams = tuple(inventory.streams[name] for name in sorted(inventory.streams))
+        if self._log_metadata_problems(streams, consumers):
+            partial[Stage.METADATA] = "unreadable io.nats.monitor metadata"
         return Snapshot(
             collected_at=collected_at,
-            server=server,
-            account=account_state,
-            streams=tuple(inventory.streams[name] for name in sorted(inventory.streams)),
+            servers=() if server is None else (server,),
+            accounts=(account_state,),
+            streams=streams,
             consumers=tuple(consumers),
             dead_letters=dead_letters,
             lag_lookups_skipped=lags.skipped,
             partial_errors=tuple(stage for stage, error in partial.items() if error is not None),
+            metadata_label_keys=self._label_keys,
         )
 
     # --- requests ---------------------------------------------------------------------------------
@@ -249,7 +289,9 @@ class JetStreamSource:
         except (nats.errors.Error, ValueError, KeyError, TypeError) as exc:
             if not self._nc.is_connected:
                 # Not the server's answer but an outage: ask again next cycle rather than keep a guess.
-                raise CollectionError("account", f"not connected to NATS ({type(exc).__name__})") from None
+                raise CollectionError(
+                    Stage.ACCOUNT, f"not connected to NATS ({type(exc).__name__})"
+                ) from None
             logger.warning(
                 "could not ask the server for the exporter's account (%s); labelling it %r: set nats.account "
                 "in the configuration to choose the label",
@@ -263,24 +305,26 @@ class JetStreamSource:
         return account
 
     async def _fetch_account(self, account: str) -> AccountState:
-        with _stage("account"):
+        with _stage(Stage.ACCOUNT):
             return parse_account_state(await self._request("INFO"), account)
 
     async def _fetch_account_or_keep(
-        self, account: str, previous: Snapshot | None, partial: dict[str, str | None]
-    ) -> AccountState | None:
+        self, account: str, previous: Snapshot | None, partial: dict[Stage, str | None]
+    ) -> AccountState:
         """INFO; on a cluster without a meta leader the previous cycle's state is kept (a partial failure)."""
         try:
             return await self._fetch_account(account)
         except CollectionError as exc:
-            if previous is None or previous.account is None:
+            if previous is None or not previous.accounts:
                 raise
-            partial["account"] = exc.message
-            return previous.account
+            partial[Stage.ACCOUNT] = exc.message
+            return previous.accounts[0]
 
     # --- streams and consumers --------------------------------------------------------------------
 
-    async def _fetch_inventory(self, account: str, previous: Snapshot | None) -> _Inventory:
+    async def _fetch_inventory(
+        self, account: str, previous: Snapshot | None, timings: StageTimings
+    ) -> _Inventory:
         """Every selected stream and its consumers; consumer lists start while stream pages still arrive."""
         selected = self._settings.filters.stream_selected
         inventory = _Inventory()
@@ -290,7 +334,7 @@ class JetStreamSource:
             async with asyncio.TaskGroup() as group:
                 offset = 0
                 while True:
-                    with _stage("streams"):
+                    with _stage(Stage.STREAMS, timings):
                         page = parse_list_page(
                             await self._request("STREAM.LIST", {"offset": offset}), "streams"
                         )
@@ -298,9 +342,10 @@ class JetStreamSource:
                             name = info["config"]["name"]
                             if name in inventory.streams or not selected(name):
                                 continue
-                            state = inventory.streams[name] = parse_stream_state(info, account)
+                            state = parse_stream_state(info, account, self._label_keys)
+                            inventory.streams[name] = state
                             listings[name] = group.create_task(
-                                self._fetch_consumers(name, account, state.replicas)
+                                self._fetch_consumers(name, account, state.replicas, timings)
                             )
                     unavailable_streams.extend(page.unavailable)
                     offset += page.received
@@ -322,17 +367,21 @@ class JetStreamSource:
         return inventory
 
     async def _fetch_inventory_by_stream(
-        self, account: str, previous: Snapshot | None, partial: dict[str, str | None]
+        self,
+        account: str,
+        previous: Snapshot | None,
+        partial: dict[Stage, str | None],
+        timings: StageTimings,
     ) -> _Inventory:
         """Every selected stream read from its own leader: one unreachable stream costs only its data.
 
         The first stream and consumer-list failures go to ``partial``; what failed keeps its previous values.
         """
         selected = self._settings.filters.stream_selected
-        names = [name for name in await self._stream_names(previous, partial) if selected(name)]
+        names = [name for name in await self._stream_names(previous, partial, timings) if selected(name)]
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._read_stream(name, account)) for name in names]
+                tasks = [group.create_task(self._read_stream(name, account, timings)) for name in names]
         except BaseExceptionGroup as exc_group:
             raise _first_collection_error(exc_group) from None
         inventory = _Inventory()
@@ -341,9 +390,9 @@ class JetStreamSource:
         unavailable_consumers: list[tuple[str, str]] = []
         for name, task in zip(names, tasks, strict=True):
             read = task.result()
-            if read.error is not None:
+            if read.stage is not None:
                 partial[read.stage] = partial[read.stage] or read.error
-                (unreachable if read.stage == "streams" else unlisted).append(name)
+                (unreachable if read.stage == Stage.STREAMS else unlisted).append(name)
             if read.state is None:
                 continue
             inventory.streams[name] = read.state
@@ -354,13 +403,15 @@ class JetStreamSource:
             self._carry_over(inventory, previous, unreachable, unavailable_consumers, unlisted)
         return inventory
 
-    async def _stream_names(self, previous: Snapshot | None, partial: dict[str, str | None]) -> list[str]:
+    async def _stream_names(
+        self, previous: Snapshot | None, partial: dict[Stage, str | None], timings: StageTimings
+    ) -> list[str]:
         """Every stream's name (STREAM.NAMES, paged); the previous cycle's while the meta leader is away."""
         names: dict[str, None] = {}
         offset = 0
         try:
             while True:
-                with _stage("streams"):
+                with _stage(Stage.STREAMS, timings):
                     page = parse_names_page(await self._request("STREAM.NAMES", {"offset": offset}))
                 names.update(dict.fromkeys(page.names))
                 offset += len(page.names)
@@ -369,29 +420,30 @@ class JetStreamSource:
         except CollectionError as exc:
             if previous is None:
                 raise
-            partial["streams"] = exc.message
+            partial[Stage.STREAMS] = exc.message
             return [stream.name for stream in previous.streams]
 
-    async def _read_stream(self, name: str, account: str) -> _StreamRead:
+    async def _read_stream(self, name: str, account: str, timings: StageTimings) -> _StreamRead:
         """STREAM.INFO from the stream's leader, then its consumers; a failure is returned, not raised."""
         try:
-            with _stage("streams"):
-                state = parse_stream_state(await self._request(f"STREAM.INFO.{name}"), account)
+            with _stage(Stage.STREAMS, timings):
+                reply = await self._request(f"STREAM.INFO.{name}")
+                state = parse_stream_state(reply, account, self._label_keys)
         except CollectionError as exc:
             cause = exc.__cause__
             if isinstance(cause, JetStreamApiError) and cause.err_code == STREAM_NOT_FOUND:
                 return _StreamRead(None, None)  # deleted since it was named
-            return _StreamRead(None, None, "streams", f"stream {name!r}: {exc.message}")
+            return _StreamRead(None, None, Stage.STREAMS, f"stream {name!r}: {exc.message}")
         try:
-            listing = await self._fetch_consumers(name, account, state.replicas)
+            listing = await self._fetch_consumers(name, account, state.replicas, timings)
         except CollectionError as exc:
-            return _StreamRead(state, None, "consumers", f"consumers of stream {name!r}: {exc.message}")
+            return _StreamRead(state, None, Stage.CONSUMERS, f"consumers of stream {name!r}: {exc.message}")
         if listing is None:
             return _StreamRead(None, None)
         return _StreamRead(state, listing)
 
     async def _fetch_consumers(
-        self, stream: str, account: str, stream_replicas: int
+        self, stream: str, account: str, stream_replicas: int, timings: StageTimings
     ) -> _ConsumerListing | None:
         """The stream's selected consumers; None when the stream was deleted since it was listed."""
         selected = self._settings.filters.consumer_selected
@@ -399,7 +451,7 @@ class JetStreamSource:
         unavailable: list[str] = []
         offset = 0
         while True:
-            with _stage("consumers"):
+            with _stage(Stage.CONSUMERS, timings):
                 try:
                     reply = await self._request(f"CONSUMER.LIST.{stream}", {"offset": offset})
                 except JetStreamApiError as exc:
@@ -411,7 +463,9 @@ class JetStreamSource:
                 for info in page.items:
                     name = info["name"]
                     if name not in consumers and selected(name):
-                        consumers[name] = parse_consumer_state(info, account, stream_replicas)
+                        consumers[name] = parse_consumer_state(
+                            info, account, self._label_keys, stream_replicas=stream_replicas
+                        )
             unavailable.extend(page.unavailable)
             offset += page.received
             if not page.received or offset >= page.total:
@@ -507,16 +561,15 @@ class JetStreamSource:
         return state
 
     def _note_dead_letter_presence(self, name: str, *, present: bool) -> None:
-        # Logged on change only: a stream that is configured before it is created must not flood the log.
-        before = self._dead_letter_present.get(name)
-        self._dead_letter_present[name] = present
-        if before == present:
-            return
         if present:
-            logger.info("dead-letter stream %r found", name)
+            self._dead_letter_log.enter(present, logging.INFO, "dead-letter stream %r found", name, key=name)
         else:
-            logger.warning(
-                "dead-letter stream %r does not exist; reporting it as missing until it appears", name
+            self._dead_letter_log.enter(
+                present,
+                logging.WARNING,
+                "dead-letter stream %r does not exist; reporting it as missing until it appears",
+                name,
+                key=name,
             )
 
     # --- lag --------------------------------------------------------------------------------------
@@ -603,17 +656,39 @@ class JetStreamSource:
             raise
         return parse_message_get(reply)
 
-    def _log_partial_state_changes(self, partial: Mapping[str, str | None]) -> None:
-        # Logged on change only; the collection loop counts every failing cycle in a metric.
+    def _log_metadata_problems(
+        self, streams: Sequence[StreamState], consumers: Sequence[ConsumerState]
+    ) -> bool:
+        """Log each unreadable monitoring value once, while it stays; True when there is any this cycle."""
+        problems = {
+            f"stream {stream.name!r}: {problem}" for stream in streams for problem in stream.metadata_problems
+        }
+        problems.update(
+            f"consumer {consumer.stream!r}/{consumer.name!r}: {problem}"
+            for consumer in consumers
+            for problem in consumer.metadata_problems
+        )
+        for problem in sorted(problems - self._logged_metadata_problems):
+            logger.warning("ignoring unreadable monitoring metadata of %s", problem)
+        # Only the current ones are remembered: a value fixed and broken again is logged again.
+        self._logged_metadata_problems = frozenset(problems)
+        return bool(problems)
+
+    def _log_partial_state_changes(self, partial: Mapping[Stage, str | None]) -> None:
         for stage, error in partial.items():
-            if error is not None and stage not in self._failing_partial_stages:
-                self._failing_partial_stages.add(stage)
-                logger.warning(
-                    "collection stage %r failed, its values are left out or kept: %s", stage, error
+            if error is not None:
+                self._partial_stage_log.enter(
+                    "failing",
+                    logging.WARNING,
+                    "collection stage %r failed, its values are left out or kept: %s",
+                    str(stage),
+                    error,
+                    key=stage,
                 )
-            elif error is None and stage in self._failing_partial_stages:
-                self._failing_partial_stages.discard(stage)
-                logger.info("collection stage %r recovered", stage)
+            else:
+                self._partial_stage_log.enter(
+                    "ok", logging.INFO, "collection stage %r recovered", str(stage), key=stage
+                )
 
 
 def _with_lag(consumer: ConsumerState, lags: _LagResults, collected_at: float) -> ConsumerState:

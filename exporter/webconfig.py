@@ -21,16 +21,15 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import bcrypt
-import yaml
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from exporter.config import EncryptedKeyError, refuse_encrypted_key
 from exporter.errors import ConfigError
-from exporter.yamlfiles import describe_type, describe_yaml_error, did_you_mean, unknown_key_message
+from exporter.yamlfiles import DocumentReader, describe_type, quoted, read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -256,18 +255,11 @@ class CertificateReloader:
 
 def load_web_config(path: str) -> WebConfig:
     """Read and validate a web config file; every problem is a ``ConfigError`` naming the file and key."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the web config file: {_reason(exc)}", source=path) from exc
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(describe_yaml_error(exc), source=path) from None
+    document = read_yaml_file(path, what="web config file")
     if document is None:
         return WebConfig(source=path)  # an empty file means no TLS and no auth, as in exporter-toolkit
     reader = _Reader(path, Path(path).parent)
-    top = reader.mapping(document, "", TOP_LEVEL_KEYS)
+    top = reader.section(document, "", TOP_LEVEL_KEYS)
     tls_section = top.get("tls_server_config")
     http_section = top.get("http_server_config")
     users_section = top.get("basic_auth_users")
@@ -320,40 +312,18 @@ def build_server_context(tls: TlsServerConfig, source: str) -> ssl.SSLContext:
     return context
 
 
-class _Reader:
-    """Type and key checks for one file, with errors that name the file and the dotted key."""
+class _Reader(DocumentReader):
+    """The web config's sections, read with the checks every YAML file of the exporter shares."""
 
     def __init__(self, source: str, base_dir: Path) -> None:
-        self.source = source
+        super().__init__(source)
         self.base_dir = base_dir
 
-    def fail(self, key: str, message: str) -> NoReturn:
-        raise ConfigError(message, source=self.source, key=key or None)
-
-    def mapping(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.fail(key, f"must be a mapping, not {describe_type(value)}")
-        for name in value:
-            dotted = f"{key}.{name}" if key else str(name)
-            if dotted in UNSUPPORTED_KEYS:
-                self.fail(dotted, UNSUPPORTED_KEYS[dotted])
-            if name not in allowed:
-                self.fail(dotted, unknown_key_message(str(name), key, allowed))
-        return value
-
-    def string(self, value: Any, key: str) -> str:
-        if not isinstance(value, str) or not value:
-            self.fail(key, f"must be a non-empty string, not {describe_type(value)}")
-        return value
+    def section(self, value: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        return self.mapping(value, key, allowed, unsupported=UNSUPPORTED_KEYS)
 
     def path(self, value: Any, key: str) -> str:
         return str(self.base_dir / self.string(value, key))
-
-    def choice(self, value: Any, key: str, choices: Mapping[str, Any]) -> str:
-        text = self.string(value, key)
-        if text not in choices:
-            self.fail(key, f"{text!r} is not one of {', '.join(choices)}{did_you_mean(text, choices)}")
-        return text
 
     def tls_version(self, value: Any, key: str) -> ssl.TLSVersion:
         if value in ("TLS10", "TLS11"):
@@ -362,7 +332,7 @@ class _Reader:
 
     def tls(self, value: Any) -> TlsServerConfig:
         prefix = "tls_server_config"
-        section = self.mapping(value, prefix, TLS_KEYS)
+        section = self.section(value, prefix, TLS_KEYS)
         for required in ("cert_file", "key_file"):
             if section.get(required) is None:
                 self.fail(f"{prefix}.{required}", "is required when tls_server_config is set")
@@ -391,11 +361,9 @@ class _Reader:
         max_version = self.tls_version(section.get("max_version", "TLS13"), f"{prefix}.max_version")
         if min_version > max_version:
             self.fail(f"{prefix}.min_version", "is higher than max_version")
-        prefer = section.get("prefer_server_cipher_suites", True)
-        if not isinstance(prefer, bool):
-            self.fail(
-                f"{prefix}.prefer_server_cipher_suites", f"must be true or false, not {describe_type(prefer)}"
-            )
+        prefer = self.boolean(
+            section.get("prefer_server_cipher_suites", True), f"{prefix}.prefer_server_cipher_suites"
+        )
         return TlsServerConfig(
             cert_file=self.path(section["cert_file"], f"{prefix}.cert_file"),
             key_file=self.path(section["key_file"], f"{prefix}.key_file"),
@@ -408,14 +376,13 @@ class _Reader:
 
     def http(self, value: Any) -> dict[str, str]:
         prefix = "http_server_config"
-        section = self.mapping(value, prefix, HTTP_KEYS)
+        section = self.section(value, prefix, HTTP_KEYS)
         # http2 is accepted for compatibility: aiohttp serves HTTP/1.1 only, which Prometheus scrapes.
-        if not isinstance(section.get("http2", True), bool):
-            self.fail(f"{prefix}.http2", f"must be true or false, not {describe_type(section['http2'])}")
+        self.boolean(section.get("http2", True), f"{prefix}.http2")
         headers = section.get("headers")
         if headers is None:
             return {}
-        checked = self.mapping(headers, f"{prefix}.headers", tuple(ALLOWED_HEADERS))
+        checked = self.section(headers, f"{prefix}.headers", tuple(ALLOWED_HEADERS))
         result: dict[str, str] = {}
         for name, raw in checked.items():
             key = f"{prefix}.headers.{name}"
@@ -424,7 +391,7 @@ class _Reader:
             text = self.string(raw, key)
             allowed = ALLOWED_HEADERS[name]
             if allowed is not None and text.lower() not in allowed:
-                self.fail(key, f"{text!r} is not one of {', '.join(sorted(allowed))}")
+                self.fail(key, f"{quoted(text)} is not one of {', '.join(sorted(allowed))}")
             result[name] = text
         return result
 

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.waiting import wait_for
+
+# Re-exported: older test modules import it from here; new ones import it from support.waiting.
+from support.waiting import wait_for  # noqa: F401
 
 from exporter.natsserver import NatsCluster, NatsServerProcess
-
-__all__ = ["three_node_cluster", "wait_for"]  # wait_for lives in tests/support; kept here for old tests
 
 
 @pytest.fixture(autouse=True)

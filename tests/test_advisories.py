@@ -20,20 +20,30 @@ from nats.aio.client import Client
 from spec_platform import CHAT_HANDLER_CONFIG, provision_platform
 
 from exporter.advisories import (
-    ADVISORY_KINDS,
-    AdvisoryCounter,
+    ACK_METRIC,
+    EVENT_KINDS,
+    MAX_EVENT_BYTES,
+    Event,
     MalformedAdvisoryError,
     parse_advisory,
 )
 from exporter.connection import connect_nats
+from exporter.intake import EventIntake
 from exporter.natsserver import NatsServerProcess
 from exporter.settings import NatsSettings
-from exporter.snapshot import AdvisoryCounts
+from exporter.snapshot import AdvisoryCounts, StreamEventCounts
 
 ACCOUNT = "$G"
+CHAT_STREAM = (ACCOUNT, "COMPANIONS_CHAT")
 CHAT_KEY = (ACCOUNT, "COMPANIONS_CHAT", "chat-handler")
 MAX_DELIVER = CHAT_HANDLER_CONFIG["max_deliver"]
-KINDS = {kind.token: kind for kind in ADVISORY_KINDS}
+KINDS = {kind.name: kind for kind in EVENT_KINDS}
+NAK, MAX_DELIVERIES, TERMINATED = (
+    KINDS["ADVISORY.CONSUMER.MSG_NAKED"],
+    KINDS["ADVISORY.CONSUMER.MAX_DELIVERIES"],
+    KINDS["ADVISORY.CONSUMER.MSG_TERMINATED"],
+)
+CHAT_TOKENS = "COMPANIONS_CHAT.chat-handler"
 
 # Recorded from nats-server 2.15.1 (test_counts_naks_and_one_max_deliveries_advisory sees the same).
 NAK_ADVISORY = (
@@ -51,6 +61,15 @@ TERMINATED_ADVISORY = (
     b'"timestamp":"2026-11-27T16:14:21.912698477Z","stream":"COMPANIONS_CHAT","consumer":"chat-handler",'
     b'"consumer_seq":4,"stream_seq":2,"deliveries":1}'
 )
+ACK_METRIC_EVENT = (
+    b'{"type":"io.nats.jetstream.metric.v1.consumer_ack","id":"x","timestamp":"2026-11-27T16:14:22Z",'
+    b'"stream":"COMPANIONS_CHAT","consumer":"chat-handler","consumer_seq":5,"stream_seq":3,'
+    b'"ack_time":42000000,"deliveries":2}'
+)
+
+
+def on(kind, tokens: str = CHAT_TOKENS) -> str:
+    return f"{kind.prefix}.{tokens}"
 
 
 class FakeClock:
@@ -61,86 +80,136 @@ class FakeClock:
         return self.now
 
 
+def chat_intake(**limits: object) -> EventIntake:
+    """An intake that knows the platform's chat stream and its chat-handler consumer."""
+    intake = EventIntake(ACCOUNT, **limits)  # type: ignore[arg-type]
+    intake.retain([CHAT_STREAM], [CHAT_KEY])
+    return intake
+
+
 # -- parsing and counting, no server ---------------------------------------------------------------------
 
 
 def test_parses_the_servers_advisories():
-    assert parse_advisory(KINDS["MSG_NAKED"], NAK_ADVISORY) == ("COMPANIONS_CHAT", "chat-handler")
-    assert parse_advisory(KINDS["MAX_DELIVERIES"], MAX_DELIVER_ADVISORY) == (
-        "COMPANIONS_CHAT",
-        "chat-handler",
-    )
-    assert parse_advisory(KINDS["MSG_TERMINATED"], TERMINATED_ADVISORY) == ("COMPANIONS_CHAT", "chat-handler")
+    assert parse_advisory(NAK, on(NAK), NAK_ADVISORY) == Event(NAK, "COMPANIONS_CHAT", "chat-handler")
+    assert parse_advisory(MAX_DELIVERIES, on(MAX_DELIVERIES), MAX_DELIVER_ADVISORY).consumer == "chat-handler"
+    assert parse_advisory(TERMINATED, on(TERMINATED), TERMINATED_ADVISORY).stream == "COMPANIONS_CHAT"
+    ack = parse_advisory(ACK_METRIC, on(ACK_METRIC), ACK_METRIC_EVENT)
+    assert (ack.ack_seconds, ack.deliveries) == (0.042, 2)
 
 
 @pytest.mark.parametrize(
-    ("data", "reason"),
+    ("subject", "data", "reason"),
     [
-        (b"garbage", "not JSON"),
-        (b"\xff\xfe", "not JSON"),
-        (b"[1, 2]", "expected a JSON object, got list"),
-        (MAX_DELIVER_ADVISORY, "type is 'io.nats.jetstream.advisory.v1.max_deliver'"),  # on the NAK subject
-        (b'{"type":"io.nats.jetstream.advisory.v1.nak","consumer":"c"}', "'stream'"),
-        (b'{"type":"io.nats.jetstream.advisory.v1.nak","stream":"S","consumer":7}', "'consumer'"),
-        (b'{"type":"io.nats.jetstream.advisory.v1.nak","stream":"","consumer":"c"}', "'stream'"),
+        (on(NAK), b"garbage", "not JSON"),
+        (on(NAK), b"\xff\xfe", "not JSON"),
+        (on(NAK), b"[1, 2]", "expected a JSON object, got list"),
+        (on(NAK), MAX_DELIVER_ADVISORY, "type is 'io.nats.jetstream.advisory.v1.max_deliver'"),
+        (on(NAK), b'{"type":"io.nats.jetstream.advisory.v1.nak","consumer":"chat-handler"}', "'stream'"),
+        (
+            on(NAK),
+            b'{"type":"io.nats.jetstream.advisory.v1.nak","stream":"COMPANIONS_CHAT","consumer":7}',
+            "'consumer'",
+        ),
+        (on(NAK, "COMPANIONS_CHAT.other"), NAK_ADVISORY, "'consumer' differs"),
+        (on(NAK, "OTHER.chat-handler"), NAK_ADVISORY, "'stream' differs"),
+        (on(NAK, "COMPANIONS_CHAT"), NAK_ADVISORY, "subject does not name a consumer"),
+        (on(NAK, "A.b.c"), NAK_ADVISORY, "subject does not name a consumer"),
+        (on(NAK), b"[" * 100_000, "exceeds"),
+        (on(NAK), b"[" * 4_000 + b"]" * 4_000, r"not JSON \(RecursionError\)"),
+        (on(NAK), b"9" * 200_000, "exceeds"),
+        (on(NAK), b"9" * 5_000, r"not JSON \(ValueError\)"),
+        (on(NAK), b" " * (MAX_EVENT_BYTES + 1), "exceeds"),
+        (on(ACK_METRIC), ACK_METRIC_EVENT.replace(b'"ack_time":42000000', b'"ack_time":-1'), "'ack_time'"),
+        (on(ACK_METRIC), ACK_METRIC_EVENT.replace(b'"ack_time":42000000', b'"ack_time":true'), "'ack_time'"),
+        (on(ACK_METRIC), ACK_METRIC_EVENT.replace(b'"deliveries":2', b'"deliveries":0'), "'deliveries'"),
+        (on(ACK_METRIC), ACK_METRIC_EVENT.replace(b'"deliveries":2', b'"deliveries":"2"'), "'deliveries'"),
     ],
 )
-def test_rejects_malformed_advisories(data, reason):
+def test_rejects_malformed_advisories(subject, data, reason):
     with pytest.raises(MalformedAdvisoryError, match=reason):
-        parse_advisory(KINDS["MSG_NAKED"], data)
+        parse_advisory(NAK if "ADVISORY" in subject else ACK_METRIC, subject, data)
 
 
 def test_counts_per_consumer_and_kind_and_returns_copies():
-    counter = AdvisoryCounter("tenant-a")
-    counter.record(
-        KINDS["MSG_NAKED"], "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.COMPANIONS_CHAT.chat-handler", NAK_ADVISORY
+    intake = chat_intake()
+    intake.record(NAK, on(NAK), NAK_ADVISORY)
+    intake.record(NAK, on(NAK), NAK_ADVISORY)
+    intake.record(MAX_DELIVERIES, on(MAX_DELIVERIES), MAX_DELIVER_ADVISORY)
+    before = intake.counts()
+    intake.record(TERMINATED, on(TERMINATED), TERMINATED_ADVISORY)
+    assert before == {CHAT_KEY: AdvisoryCounts(max_deliveries_exceeded=1, terminated=0, naks=2)}
+    assert intake.counts() == {CHAT_KEY: AdvisoryCounts(max_deliveries_exceeded=1, terminated=1, naks=2)}
+    assert intake.malformed == 0
+
+
+def test_elections_quorum_loss_and_ack_samples_are_counted():
+    intake = chat_intake()
+    stream_elected, stream_lost, consumer_elected, consumer_lost = (
+        KINDS[f"ADVISORY.{name}"]
+        for name in (
+            "STREAM.LEADER_ELECTED",
+            "STREAM.QUORUM_LOST",
+            "CONSUMER.LEADER_ELECTED",
+            "CONSUMER.QUORUM_LOST",
+        )
     )
-    counter.record(KINDS["MSG_NAKED"], "subject", NAK_ADVISORY)
-    counter.record(KINDS["MAX_DELIVERIES"], "subject", MAX_DELIVER_ADVISORY)
-    snapshot = counter.counts()
-    counter.record(KINDS["MSG_TERMINATED"], "subject", TERMINATED_ADVISORY)
-    key = ("tenant-a", "COMPANIONS_CHAT", "chat-handler")
-    assert snapshot == {key: AdvisoryCounts(max_deliveries_exceeded=1, terminated=0, naks=2)}
-    assert counter.counts() == {key: AdvisoryCounts(max_deliveries_exceeded=1, terminated=1, naks=2)}
-    assert counter.malformed == 0
+    for kind in (stream_elected, stream_elected, stream_lost):
+        payload = {"type": kind.type, "stream": "COMPANIONS_CHAT", "leader": "n1", "replicas": []}
+        intake.record(kind, on(kind, "COMPANIONS_CHAT"), json.dumps(payload).encode())
+    for kind in (consumer_elected, consumer_lost, consumer_lost):
+        payload = {"type": kind.type, "stream": "COMPANIONS_CHAT", "consumer": "chat-handler"}
+        intake.record(kind, on(kind), json.dumps(payload).encode())
+    intake.record(ACK_METRIC, on(ACK_METRIC), ACK_METRIC_EVENT)
+    assert intake.malformed == 0
+    assert intake.stream_counts() == {CHAT_STREAM: StreamEventCounts(leader_elections=2, quorum_lost=1)}
+    assert intake.counts() == {CHAT_KEY: AdvisoryCounts(leader_elections=1, quorum_lost=2)}
+    histograms = intake.ack_histograms()[CHAT_KEY]
+    assert (histograms.latency_seconds.count, histograms.latency_seconds.sum) == (1, 0.042)
+    assert histograms.deliveries.cumulative_counts[:3] == (0, 1, 1)  # le 1, 2, 3
 
 
-def test_retain_forgets_consumers_that_are_gone():
-    counter = AdvisoryCounter("tenant-a")
-    counter.record(KINDS["MSG_NAKED"], "subject", NAK_ADVISORY)
-    gone = json.loads(NAK_ADVISORY) | {"consumer": "deleted-handler"}
-    counter.record(KINDS["MSG_NAKED"], "subject", json.dumps(gone).encode())
-    assert len(counter.counts()) == 2
-    counter.retain([("tenant-a", "COMPANIONS_CHAT", "chat-handler")])
-    assert list(counter.counts()) == [("tenant-a", "COMPANIONS_CHAT", "chat-handler")]
+def test_retain_forgets_what_is_gone_and_unknown_names_are_bounded():
+    intake = chat_intake(unknown_limit=2)
+    intake.record(NAK, on(NAK), NAK_ADVISORY)
+    for n in range(5):  # five consumers the last collection did not see: two are kept, three dropped
+        payload = json.loads(NAK_ADVISORY) | {"consumer": f"new-{n}"}
+        intake.record(NAK, on(NAK, f"COMPANIONS_CHAT.new-{n}"), json.dumps(payload).encode())
+    assert len(intake.counts()) == 3
+    assert intake.dropped == 3
+    new_zero = (ACCOUNT, "COMPANIONS_CHAT", "new-0")
+    intake.retain([CHAT_STREAM], [CHAT_KEY, new_zero])  # new-0 now exists; chat-handler still does
+    assert set(intake.counts()) == {CHAT_KEY, new_zero}
+    intake.retain_snapshot(None)  # nothing served: nothing kept
+    assert intake.counts() == {}
+    assert intake.state_size == 0
 
 
 def test_malformed_advisories_are_counted_and_logged_rate_limited(caplog):
     clock = FakeClock()
-    counter = AdvisoryCounter(ACCOUNT, clock=clock, malformed_log_interval=60.0)
-    nak, term = KINDS["MSG_NAKED"], KINDS["MSG_TERMINATED"]
+    intake = chat_intake(clock=clock, log_interval=60.0)
+    nak_subject, term_subject = on(NAK, "S.C"), on(TERMINATED, "S.C")
     with caplog.at_level(logging.WARNING, logger="exporter.advisories"):
         for _ in range(5):
-            counter.record(nak, "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.S.C", b"garbage")
-        counter.record(term, "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.S.C", b"{}")
+            intake.record(NAK, nak_subject, b"garbage")
+        intake.record(TERMINATED, term_subject, b"{}")
         clock.now += 61
-        counter.record(nak, "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.S.C", b"[]")
+        intake.record(NAK, nak_subject, b"[]")
     messages = [record.getMessage() for record in caplog.records]
-    assert counter.malformed == 7
-    assert counter.counts() == {}
-    nak_subject, term_subject = (
-        "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.S.C",
-        "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.S.C",
-    )
+    assert intake.malformed == 7
+    assert intake.counts() == {}
     assert messages == [
-        f"ignoring a malformed MSG_NAKED advisory on {nak_subject}: not JSON (JSONDecodeError)",
         (
-            f"ignoring a malformed MSG_TERMINATED advisory on {term_subject}: "
-            "type is None, expected 'io.nats.jetstream.advisory.v1.terminated'"
+            f"ignoring a malformed ADVISORY.CONSUMER.MSG_NAKED event on {nak_subject}: "
+            "not JSON (JSONDecodeError)"
         ),
         (
-            f"ignoring a malformed MSG_NAKED advisory on {nak_subject}: expected a JSON object, got list "
-            "(4 more malformed MSG_NAKED advisories since the last report)"
+            f"ignoring a malformed ADVISORY.CONSUMER.MSG_TERMINATED event on {term_subject}: "
+            "type is 'None', expected 'io.nats.jetstream.advisory.v1.terminated'"
+        ),
+        (
+            f"ignoring a malformed ADVISORY.CONSUMER.MSG_NAKED event on {nak_subject}: "
+            "expected a JSON object, got list (4 more since the last report)"
         ),
     ]
 
@@ -183,6 +252,15 @@ async def exporter_nc(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
         await nc.close()
 
 
+@pytest.fixture
+async def intake() -> AsyncIterator[EventIntake]:
+    intake = chat_intake()
+    try:
+        yield intake
+    finally:
+        await intake.close()
+
+
 async def fetch_one(nc: Client, wait: float = 2.0):
     sub = await nc.jetstream().pull_subscribe_bind(durable="chat-handler", stream="COMPANIONS_CHAT")
     try:
@@ -193,8 +271,8 @@ async def fetch_one(nc: Client, wait: float = 2.0):
     return messages[0]
 
 
-async def test_counts_naks_and_one_max_deliveries_advisory(platform, exporter_nc):
-    counter = AdvisoryCounter(ACCOUNT)
+async def test_counts_naks_and_one_max_deliveries_advisory(platform, exporter_nc, intake):
+    counter = intake
     await counter.subscribe(exporter_nc)
     await platform.jetstream().publish("ai.chat.user.user-123.message", chat_message("user-123", 1))
     for delivery in range(1, MAX_DELIVER + 1):
@@ -223,8 +301,8 @@ async def test_counts_naks_and_one_max_deliveries_advisory(platform, exporter_nc
     assert counter.malformed == 0
 
 
-async def test_counts_terminated_messages_republished_to_the_dead_letter_queue(platform, exporter_nc):
-    counter = AdvisoryCounter(ACCOUNT)
+async def test_counts_terminated_messages_republished_to_the_dead_letter_queue(platform, exporter_nc, intake):
+    counter = intake
     await counter.subscribe(exporter_nc)
     js = platform.jetstream()
     for n in range(4):
@@ -248,8 +326,8 @@ async def test_counts_terminated_messages_republished_to_the_dead_letter_queue(p
     assert counter.counts() == {CHAT_KEY: AdvisoryCounts(max_deliveries_exceeded=0, terminated=4, naks=0)}
 
 
-async def test_malformed_advisories_are_counted_and_do_not_stop_counting(platform, exporter_nc):
-    counter = AdvisoryCounter(ACCOUNT)
+async def test_malformed_advisories_are_counted_and_do_not_stop_counting(platform, exporter_nc, intake):
+    counter = intake
     await counter.subscribe(exporter_nc)
     # Anyone allowed to publish there can send garbage on an advisory subject.
     await platform.publish(
@@ -266,8 +344,8 @@ async def test_malformed_advisories_are_counted_and_do_not_stop_counting(platfor
     assert counter.counts() == {CHAT_KEY: AdvisoryCounts(naks=1)}
 
 
-async def test_subscribing_again_never_counts_twice(platform, exporter_nc, nats_server):
-    counter = AdvisoryCounter(ACCOUNT)
+async def test_subscribing_again_never_counts_twice(platform, exporter_nc, nats_server, intake):
+    counter = intake
     await counter.subscribe(exporter_nc)
     await counter.subscribe(exporter_nc)  # the same live connection: nothing changes
     other = await connect_nats(NatsSettings(servers=(nats_server.url,)))
@@ -286,8 +364,8 @@ async def test_subscribing_again_never_counts_twice(platform, exporter_nc, nats_
         await other.close()
 
 
-async def test_counters_keep_counting_after_the_server_restarts(platform, exporter_nc, nats_server):
-    counter = AdvisoryCounter(ACCOUNT)
+async def test_counters_keep_counting_after_the_server_restarts(platform, exporter_nc, nats_server, intake):
+    counter = intake
     await counter.subscribe(exporter_nc)
     previous_reconnects = exporter_nc.stats["reconnects"]
     await platform.jetstream().publish("ai.chat.user.user-5.message", chat_message("user-5", 1))
@@ -319,3 +397,12 @@ async def test_counters_keep_counting_after_the_server_restarts(platform, export
     finally:
         await app.close()
     assert counter.counts() == {CHAT_KEY: AdvisoryCounts(naks=2)}
+
+
+async def test_drops_by_the_client_itself_are_counted_only_for_its_own_subscriptions(exporter_nc, intake):
+    await intake.subscribe(exporter_nc)
+    other = await exporter_nc.subscribe("unrelated")
+    assert not intake.client_dropped(other)
+    assert not intake.client_dropped(None)
+    assert intake.client_dropped(intake.subscriptions[0])
+    assert intake.dropped == 1

@@ -10,22 +10,25 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import msgpack
 import nats
 import nats.aio.msg
 import pytest
-from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import ExporterApp
 from exporter.connection import redact_url
 from exporter.metrics import Renderer, Rendering
 from exporter.natsserver import NatsServerProcess, free_port
-from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
+from exporter.settings import CollectionSettings, NatsAuth, NatsSettings, Secret, Settings, WebSettings
 from exporter.snapshot import ExporterHealth, Snapshot
+from tests.support.jetstream_stand_in import RecordedJetStream, recorded
+from tests.support.waiting import wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -85,8 +88,8 @@ async def running_app() -> AsyncIterator[list[ExporterApp]]:
             await app.stop()
 
 
-async def start_app(apps: list[ExporterApp], settings: Settings) -> ExporterApp:
-    app = ExporterApp(settings)
+async def start_app(apps: list[ExporterApp], settings: Settings, **seams: Any) -> ExporterApp:
+    app = ExporterApp(settings, **seams)
     await app.start()
     apps.append(app)
     return app
@@ -171,8 +174,7 @@ class _BrokenRenderer(Renderer):
 async def test_an_unexpected_failure_is_counted_and_collection_goes_on(
     nats_server: NatsServerProcess, running_app
 ):
-    app = await start_app(running_app, fast_settings(nats_server.url))
-    app._renderer = _BrokenRenderer()
+    app = await start_app(running_app, fast_settings(nats_server.url), renderer=_BrokenRenderer())
 
     async def recovered() -> bool:
         _, samples = await scrape(app.port)
@@ -397,3 +399,66 @@ def _http_status(port: int, path: str) -> int:
         return exc.code
     except OSError:
         return 0
+
+
+# -- what a failed request is reported as ------------------------------------------------------------
+
+NO_JETSTREAM_API = """
+accounts {
+  AI: {
+    jetstream: enabled
+    users: [ {user: reader, password: reader-pw, permissions: {publish: {deny: ["$JS.API.>"]}}} ]
+  }
+}
+"""
+
+
+def failure_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("collection failed at")]
+
+
+async def test_a_refused_publish_is_reported_as_a_permissions_violation(
+    tmp_path: Path, running_app, caplog: pytest.LogCaptureFixture
+):
+    """The server drops a request the user may not publish and says so only in an asynchronous -ERR."""
+    with NatsServerProcess(store_dir=tmp_path / "store", extra_config=NO_JETSTREAM_API) as server:
+        nats_settings = NatsSettings(
+            servers=(server.url,),
+            auth=NatsAuth(user="reader", password=Secret("reader-pw")),
+            connect_timeout_seconds=0.5,
+        )
+        settings = replace(fast_settings(server.url), nats=nats_settings)
+        app = await start_app(running_app, settings)
+
+        async def refused() -> bool:
+            _, samples = await scrape(app.port)
+            return (value(samples, "nats_exporter_collection_errors_total", stage="account") or 0) >= 1
+
+        await wait_for(refused, timeout=15, message="the refused INFO request counted at stage account")
+    assert failure_lines(caplog)[0] == (
+        "collection failed at account: $JS.API.INFO: "
+        "permissions violation: the exporter's user may not publish to this subject"
+    )
+
+
+async def test_a_stalled_server_is_reported_as_a_timeout_of_its_stage(
+    tmp_path: Path, running_app, caplog: pytest.LogCaptureFixture
+):
+    """A JetStream API that answers the account info but never lists the streams: slow, not forbidden."""
+    server = NatsServerProcess(store_dir=tmp_path / "store", jetstream=False)
+    server.start()
+    try:
+        async with RecordedJetStream(server.url, {"INFO": recorded("account_info")}):
+            app = await start_app(running_app, fast_settings(server.url))
+
+            async def stalled() -> bool:
+                _, samples = await scrape(app.port)
+                return (value(samples, "nats_exporter_collection_errors_total", stage="streams") or 0) >= 1
+
+            await wait_for(stalled, timeout=15, message="the unanswered STREAM.LIST counted at stage streams")
+    finally:
+        server.cleanup()
+    assert failure_lines(caplog)[0] == (
+        "collection failed at streams: $JS.API.STREAM.LIST: "
+        "timed out after 0.2s: the server is slow or unreachable"
+    )

@@ -25,6 +25,7 @@ from exporter.config import ENV_PREFIX
 from exporter.logs import REDACTED, configure_logging
 from exporter.natsserver import free_port
 from exporter.settings import LogSettings, Secret
+from exporter.settingstable import SETTINGS
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -104,27 +105,56 @@ def test_check_config_prints_a_summary_without_secrets(tmp_path, capsys, monkeyp
     assert (code, err) == (0, "")
     assert PASSWORD not in out
     assert out.startswith("configuration is valid\n")
-    rows = dict(re.findall(r"^  ([^:]+):\s+(.*)$", out, flags=re.MULTILINE))
+    rows = summary_rows(out)
     assert rows["config file"] == str(config)
-    assert rows["nats servers"] == "nats://nats.ai:4222"
-    assert rows["authentication"] == "user 'exporter' with a password"
-    assert rows["listen address"] == ":10422"
-    assert rows["collection"] == "every 15s, deadline 10s, 16 requests in flight"
-    assert rows["streams"] == "exclude '.*_STREAM'"
-    assert rows["dead-letter streams"] == "AI_DLQ"
+    assert rows["nats.servers"] == "nats://nats.ai:4222"
+    assert rows["nats.user"] == "exporter"
+    assert rows["nats.password"] == "set (not shown)"
+    assert rows["nats.token"] == "none"
+    assert rows["web.listen_address"] == ":10422"
+    assert (rows["collection.interval"], rows["collection.deadline"]) == ("15s", "10s")
+    assert rows["collection.concurrency"] == "16"
+    assert rows["filters.streams.exclude"] == "'.*_STREAM'"
+    assert rows["dead_letter_streams"] == "AI_DLQ"
+    assert rows["ack_latency.buckets"].startswith("5ms, 10ms, 25ms")
+    assert rows["scope in use"].startswith("decided when connected: cluster for a system-account user")
+    # Every setting of the table is printed, each on its own line.
+    assert set(rows) == {"config file", "scope in use"} | {setting.key for setting in SETTINGS}
+
+
+def test_check_config_names_a_scope_that_is_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(f"{ENV_PREFIX}SCOPE", "cluster")
+    assert run_cli(["check-config"]) == 0
+    assert summary_rows(capsys.readouterr().out)["scope in use"] == "cluster"
+
+
+def summary_rows(out: str) -> dict[str, str]:
+    return dict(re.findall(r"^  ([^:]+):\s+(.*)$", out, flags=re.MULTILINE))
 
 
 def test_shared_flags_work_before_and_after_the_subcommand(capsys):
     # The subparser must not reset a flag given before the subcommand to its default.
     assert run_cli(["--interval", "5s", "--nats-url", "nats://a:1", "check-config"]) == 0
-    assert re.search(r"collection:\s+every 5s, deadline 3.33333s", capsys.readouterr().out)
+    rows = summary_rows(capsys.readouterr().out)
+    assert (rows["collection.interval"], rows["collection.deadline"]) == ("5s", "3.33333s")
     assert run_cli(["check-config", "--interval", "1m", "--log-format", "json"]) == 0
-    out = capsys.readouterr().out
-    assert re.search(r"collection:\s+every 1m, deadline 10s", out)
-    assert re.search(r"log:\s+level info, format json", out)
+    rows = summary_rows(capsys.readouterr().out)
+    assert (rows["collection.interval"], rows["collection.deadline"]) == ("1m", "10s")
+    assert (rows["log.level"], rows["log.format"]) == ("info", "json")
     # Given on both sides, the subcommand's value is the later one on the command line, and wins.
     assert run_cli(["--interval", "5s", "check-config", "--interval", "30s"]) == 0
-    assert re.search(r"collection:\s+every 30s", capsys.readouterr().out)
+    assert summary_rows(capsys.readouterr().out)["collection.interval"] == "30s"
+
+
+def test_every_row_with_a_flag_is_a_flag(capsys):
+    assert run_cli(["--help"]) == 0
+    out = capsys.readouterr().out
+    for setting in SETTINGS:
+        assert (setting.flag is not None and setting.flag in out) or (setting.flag is None), setting.key
+        if setting.secret:
+            assert setting.key not in out  # no flag, not even in the help
 
 
 def test_check_config_validates_the_web_config_file(tmp_path, capsys):
@@ -133,7 +163,7 @@ def test_check_config_validates_the_web_config_file(tmp_path, capsys):
     web_config.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n", encoding="utf-8")
     assert run_cli(["check-config", "--web.config.file", str(web_config)]) == 0
     out = capsys.readouterr().out
-    assert re.search(rf"web config file:\s+{re.escape(str(web_config))} \(.*basic auth", out)
+    assert re.search(rf"web.config_file:\s+{re.escape(str(web_config))} \(.*basic auth", out)
     assert hashed not in out
 
     web_config.write_text("basic_auth_user:\n  prometheus: x\n", encoding="utf-8")

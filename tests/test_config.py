@@ -11,17 +11,11 @@ import pytest
 from pki import make_authority, make_pki
 
 from exporter.cli import build_parser, run_cli
-from exporter.config import (
-    CONFIG_KEYS,
-    ENV_KEYS,
-    ENV_PREFIX,
-    FLAG_KEYS,
-    load_config_file,
-    secrets_in,
-    settings_from_args,
-)
+from exporter.config import ENV_PREFIX, load_config_file, secrets_in, settings_from_args
+from exporter.configreference import render_reference, splice
 from exporter.errors import ConfigError
-from exporter.settings import Secret, Settings, validate_stream_name
+from exporter.settings import ProbeSettings, Secret, Settings, validate_stream_name
+from exporter.settingstable import SETTINGS, field_value
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "pw-Zq8-never-print-me"
@@ -302,7 +296,7 @@ FILE_ERRORS = [
     ("intervall: 15s\n", "intervall", "did you mean 'collection.interval'"),
     ("collection:\n  intervl: 15s\n", "collection.intervl", "did you mean 'interval'"),
     ("web:\n  listen: ':9'\n", "web.listen", "did you mean 'listen_address'"),
-    ("bogus: 1\n", "bogus", "known keys: collection, dead_letter_streams"),
+    ("bogus: 1\n", "bogus", "known keys: ack_latency, collection, dead_letter_streams"),
     ("collection: [1, 2]\n", "collection", "expected a mapping of keys, got a list"),
     ("collection:\n  concurrency: many\n", "collection.concurrency", "expected a whole number, got a string"),
     ("collection:\n  concurrency: 2.5\n", "collection.concurrency", "expected a whole number, got a number"),
@@ -370,6 +364,49 @@ FILE_ERRORS = [
     ),
     ("nats:\n  servers: 4222\n", "nats.servers", "expected a list of strings, got a number"),
     ("nats:\n  servers: []\n", "nats.servers", "must not be empty"),
+    # every number and duration has a range
+    (
+        "collection:\n  concurrency: " + str(10**30) + "\n",
+        "collection.concurrency",
+        "must be at most 1024, got ",
+    ),
+    ("collection:\n  interval: 99999999999999h\n", "collection.interval", "must be at most 1d"),
+    ("collection:\n  interval: 2d\n", "collection.interval", "must be at most 1d, got 2d"),
+    ("collection:\n  stale_data_ttl: 31d\n", "collection.stale_data_ttl", "must be at most 30d"),
+    (
+        "collection:\n  lag_lookups_per_cycle: 1000001\n",
+        "collection.lag_lookups_per_cycle",
+        "at most 1000000",
+    ),
+    ("nats:\n  connect_timeout: 1h\n", "nats.connect_timeout", "must be at most 5m, got 1h"),
+    ("collection:\n  request_timeout: 0s\n", "collection.request_timeout", "must be greater than zero"),
+    ("collection:\n  request_timeout: 11s\n", "collection.request_timeout", "must not be longer than"),
+    ("collection:\n  expected_servers: 0\n", "collection.expected_servers", "must be greater than zero"),
+    ("collection:\n  scope: galaxy\n", "collection.scope", "must be one of auto, account, cluster"),
+    ("collection:\n  shard: 3/3\n", "collection.shard", "the shard index must be from 0 to 2, got 3"),
+    ("collection:\n  shard: 1/0\n", "collection.shard", "must be greater than zero, got 0"),
+    ("collection:\n  shard: half\n", "collection.shard", 'expected "K/N"'),
+    ("web:\n  max_connections: 10001\n", "web.max_connections", "must be at most 10000"),
+    ("web:\n  max_connections: 0\n", "web.max_connections", "must be greater than zero"),
+    ("web:\n  idle_timeout: 0\n", "web.idle_timeout", "must be greater than zero"),
+    ("web:\n  read_header_timeout: 2h\n", "web.read_header_timeout", "must be at most 1h"),
+    ("probe:\n  replicas: 6\n", "probe.replicas", "must be at most 5, got 6"),
+    ("probe:\n  enabled: maybe\n", "probe.enabled", "expected true or false, got a string"),
+    ("probe:\n  storage: disk\n", "probe.storage", "must be one of file, memory"),
+    ("probe:\n  stream: A.B\n", "probe.stream", "invalid stream name 'A.B'"),
+    ("probe:\n  subject: 'probe.*'\n", "probe.subject", "invalid subject 'probe.*'"),
+    ("probe:\n  max_age: 0s\n", "probe.max_age", "must be greater than zero"),
+    ("ack_latency:\n  buckets: [1s, 500ms]\n", "ack_latency.buckets", "ascending order"),
+    ("ack_latency:\n  buckets: []\n", "ack_latency.buckets", "from 1 to 50 durations, got 0"),
+    ("ack_latency:\n  buckets: [0, 1s]\n", "ack_latency.buckets", "must be greater than zero"),
+    (
+        "filters:\n  consumers:\n    ephemeral: some\n",
+        "filters.consumers.ephemeral",
+        "include, aggregate, exclude",
+    ),
+    ("filters:\n  accounts:\n    include: '(?=A)'\n", "filters.accounts.include", "invalid perl operator"),
+    ("metrics:\n  exclude: ['(a)\\1']\n", "metrics.exclude", "invalid regular expression"),
+    ("labels:\n  from_metadata: {a: 1}\n", "labels.from_metadata", "expected a list of strings"),
 ]
 
 
@@ -454,12 +491,54 @@ def test_unreadable_files(tmp_path, capsys):
     assert f"{missing}: cannot read the configuration file: No such file or directory" in err
 
     err = check_config_fails(capsys, ["--config", str(tmp_path)])
-    assert f"{tmp_path}: cannot read the configuration file: Is a directory" in err
+    assert f"{tmp_path}: cannot read the configuration file: not a regular file (a directory)" in err
 
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"log:\n  level: \xff\xfe\n")
     err = check_config_fails(capsys, ["--config", str(binary)])
     assert f"{binary}: the configuration file is not UTF-8 text" in err
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_or_a_device_is_refused_at_once_without_reading(tmp_path, capsys):
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)  # nobody writes to it: reading would wait for ever
+    err = check_config_fails(capsys, ["--config", str(fifo)])
+    assert f"{fifo}: cannot read the configuration file: not a regular file (a FIFO)" in err
+    err = check_config_fails(capsys, ["--config", os.devnull])
+    assert "not a regular file (a device)" in err
+
+
+@pytest.mark.timeout(10)
+def test_a_huge_file_is_refused_by_its_size(tmp_path, capsys):
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as handle:  # 50 MB of YAML comments: only the first MiB is ever read
+        handle.write(b"# padding\n" * (5 * 1024 * 1024))
+    err = check_config_fails(capsys, ["--config", str(huge)])
+    assert f"{huge}: the configuration file is larger than 1024 KiB" in err
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,
+        "a: " + "{b: " * 5000 + "1" + "}" * 5000 + "\n",
+        "a:\n" + "".join("  " * depth + "- \n" for depth in range(1, 200)),
+    ],
+    ids=["flow sequences", "flow mappings", "block sequences"],
+)
+def test_deeply_nested_yaml_is_one_line_not_a_recursion_error(tmp_path, capsys, text):
+    config = write(tmp_path, "")
+    config.write_text(text, encoding="utf-8")
+    err = check_config_fails(capsys, ["--config", str(config)])
+    assert f"{config}: not valid YAML: nested deeper than 32 levels" in err
+
+
+def test_a_number_too_long_for_python_is_one_line(tmp_path, capsys):
+    config = write(tmp_path, "collection:\n  concurrency: " + "9" * 5000 + "\n")
+    err = check_config_fails(capsys, ["--config", str(config)])
+    assert f"{config}: not valid YAML: a value cannot be converted" in err
 
 
 @pytest.mark.parametrize(
@@ -472,6 +551,10 @@ def test_unreadable_files(tmp_path, capsys):
         ("NATS_URL", f"nats://x:{PASSWORD}@h", "nats.servers", "must not carry credentials"),
         ("STREAM_EXCLUDE", "(", "filters.streams.exclude", "invalid regular expression"),
         ("NATS_PASSWORD", PASSWORD, "nats.password", "a password needs a user"),
+        ("CONCURRENCY", "9" * 5000, "collection.concurrency", "got a string a value of 5000 characters"),
+        ("SHARD", "2/2", "collection.shard", "the shard index must be from 0 to 1"),
+        ("ACK_LATENCY_BUCKETS", "1s,1s", "ack_latency.buckets", "ascending order"),
+        ("PROBE_ENABLED", "sometimes", "probe.enabled", "expected true or false"),
     ],
 )
 def test_environment_errors_name_the_variable(capsys, monkeypatch, case):
@@ -493,6 +576,9 @@ def test_environment_errors_name_the_variable(capsys, monkeypatch, case):
         (["--nats-url", "nats://h:4222,udp://h:1"], "nats.servers", "unsupported scheme 'udp'"),
         (["--nats-url", "nats://[foo:4222"], "nats.servers", "not a server URL"),
         (["--web.config.file", "/nonexistent/web.yml"], "web.config_file", "file not found"),
+        (["--interval", "99999999999999h"], "collection.interval", "must be at most 1d"),
+        (["--interval", "9" * 500 + "s"], "collection.interval", "too long for a duration"),
+        (["--collection.request-timeout", "2h"], "collection.request_timeout", "must be at most 1h"),
     ],
 )
 def test_flag_errors_name_the_flag(capsys, argv, key, words):
@@ -541,9 +627,9 @@ def test_a_key_that_does_not_match_the_certificate_is_refused(tmp_path, capsys):
 
 def test_the_documentation_names_every_key_variable_and_flag():
     text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
-    missing = [key for key in CONFIG_KEYS if f"`{key}`" not in text]
-    missing += [ENV_PREFIX + name for name in ENV_KEYS if f"`{ENV_PREFIX}{name}`" not in text]
-    missing += [flag for flag, _ in FLAG_KEYS.values() if f"`{flag}" not in text]
+    missing = [setting.key for setting in SETTINGS if f"`{setting.key}`" not in text]
+    missing += [setting.env_name for setting in SETTINGS if f"`{setting.env_name}`" not in text]
+    missing += [setting.flag for setting in SETTINGS if setting.flag and f"`{setting.flag}" not in text]
     missing += [word for word in ("`--config", f"`{ENV_PREFIX}CONFIG`", "`check-config`") if word not in text]
     assert missing == []
 
@@ -553,7 +639,7 @@ def test_the_example_configuration_passes_check_config(capsys):
     code = run_cli(["check-config", "--config", str(example)])
     out, err = capsys.readouterr()
     assert (code, err) == (0, "")
-    assert re.search(r"dead-letter streams:\s+AI_DLQ\n", out)
+    assert re.search(r"^  dead_letter_streams:\s+AI_DLQ\n", out, flags=re.MULTILINE)
     settings = load(["--config", str(example)])
     assert settings.dead_letter_streams == ("AI_DLQ",)
     assert settings.filters.stream_selected("AI_DLQ")
@@ -575,3 +661,188 @@ def test_the_example_configuration_passes_check_config(capsys):
 )
 def test_stream_names_are_checked_as_nats_checks_them(name, problem):
     assert validate_stream_name(name) == problem
+
+
+def test_the_committed_settings_reference_is_up_to_date():
+    text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert text == splice(text, render_reference()), (
+        "docs/configuration.md is out of date: run `make docs` "
+        "(python -m exporter.configreference docs/configuration.md)"
+    )
+
+
+# -- the settings table ------------------------------------------------------------------------------------
+
+
+def test_every_row_fills_a_field_and_names_are_unique():
+    defaults = Settings()
+    for setting in SETTINGS:
+        field_value(defaults, setting.field)  # raises AttributeError for a row without its field
+        assert setting.help, setting.key
+        assert not (setting.secret and setting.flag), f"{setting.key}: a secret on the command line is public"
+    for column in ("key", "field", "env", "flag"):
+        names = [getattr(setting, column) for setting in SETTINGS if getattr(setting, column) is not None]
+        assert len(names) == len(set(names)), column
+
+
+def test_the_new_settings_have_their_defaults():
+    settings = load()
+    assert settings.collection.request_timeout_seconds == 5.0
+    assert (settings.collection.scope, settings.collection.expected_servers) == ("auto", None)
+    assert settings.collection.shard is None
+    assert settings.filters.ephemeral == "aggregate"
+    assert settings.filters.account_selected("ANY")
+    assert settings.metrics.exclude == ()
+    assert not settings.metrics.family_excluded("nats_stream_messages")
+    assert settings.labels.from_metadata == ()
+    assert (settings.web.read_header_timeout_seconds, settings.web.idle_timeout_seconds) == (10.0, 60.0)
+    assert settings.web.max_connections == 100
+    probe = settings.probe
+    assert (probe.enabled, probe.stream, probe.subject) == (
+        False,
+        "NATS_EXPORTER_PROBE",
+        "nats_exporter.probe",
+    )
+    assert (probe.storage, probe.replicas, probe.max_age_seconds) == ("memory", 1, 3600.0)
+    assert settings.ack_latency.buckets[0] == 0.005
+    assert settings.ack_latency.buckets[-1] == 300.0
+    assert len(settings.ack_latency.buckets) == 15
+
+
+def test_the_new_settings_are_read_from_the_file(tmp_path):
+    config = write(
+        tmp_path,
+        """\
+        web: {read_header_timeout: 5s, idle_timeout: 2m, max_connections: 20}
+        collection:
+          request_timeout: 2s
+          scope: cluster
+          expected_servers: 3
+          shard: 1/4
+        filters:
+          accounts: {include: "AI|SYS", exclude: SYS}
+          consumers: {ephemeral: exclude}
+        metrics:
+          exclude: [nats_consumer_info, "nats_dlq_.*"]
+        labels:
+          from_metadata: [team, tier]
+        probe: {enabled: true, stream: PROBE, subject: probe.x, storage: file, replicas: 3, max_age: 10m}
+        ack_latency:
+          buckets: [10ms, 1s, 1m]
+        """,
+    )
+    settings = load(["--config", str(config)])
+    web = settings.web
+    assert (web.read_header_timeout_seconds, web.idle_timeout_seconds, web.max_connections) == (
+        5.0,
+        120.0,
+        20,
+    )
+    collection = settings.collection
+    assert (collection.request_timeout_seconds, collection.scope) == (2.0, "cluster")
+    assert (collection.expected_servers, collection.shard) == (3, (1, 4))
+    assert settings.filters.account_selected("AI")
+    assert not settings.filters.account_selected("SYS")
+    assert not settings.filters.account_selected("OTHER")
+    assert settings.filters.ephemeral == "exclude"
+    assert settings.metrics.family_excluded("nats_consumer_info")
+    assert settings.metrics.family_excluded("nats_dlq_messages")
+    assert not settings.metrics.family_excluded("nats_consumer_info_extra")  # full match
+    assert settings.labels.from_metadata == ("team", "tier")
+    assert settings.probe == ProbeSettings(
+        enabled=True, stream="PROBE", subject="probe.x", storage="file", replicas=3, max_age_seconds=600.0
+    )
+    assert settings.ack_latency.buckets == (0.01, 1.0, 60.0)
+
+
+def test_the_new_settings_are_read_from_the_environment_and_flags():
+    env = {
+        f"{ENV_PREFIX}SHARD": "0/2",
+        f"{ENV_PREFIX}ACK_LATENCY_BUCKETS": "1ms, 10ms,1s",
+        f"{ENV_PREFIX}PROBE_ENABLED": "yes",
+        f"{ENV_PREFIX}LABELS_FROM_METADATA": "team,tier",
+        f"{ENV_PREFIX}METRICS_EXCLUDE": "nats_consumer_.{1,10}",  # one expression: not split on commas
+        f"{ENV_PREFIX}REQUEST_TIMEOUT": "1s",
+    }
+    settings = load(env=env)
+    assert settings.collection.shard == (0, 2)
+    assert settings.ack_latency.buckets == (0.001, 0.01, 1.0)
+    assert settings.probe.enabled
+    assert settings.labels.from_metadata == ("team", "tier")
+    assert settings.metrics.family_excluded("nats_consumer_info")
+    assert settings.collection.request_timeout_seconds == 1.0
+    flagged = load(["--collection.request-timeout", "3s"], env)
+    assert flagged.collection.request_timeout_seconds == 3.0
+
+
+def test_the_request_timeout_default_shrinks_with_the_deadline():
+    assert load(["--interval", "3s"]).collection.request_timeout_seconds == 2.0
+    assert load(["--interval", "1m"]).collection.request_timeout_seconds == 5.0
+
+
+# -- filters are RE2: linear in the name's length ------------------------------------------------------------
+
+
+@pytest.mark.timeout(5)
+def test_a_pathological_pattern_does_not_backtrack(tmp_path):
+    # With Python's re, '(a+)+$' against 'aaa...X' takes exponential time: seconds at 30 characters.
+    config = write(tmp_path, "filters:\n  streams:\n    include: '(a+)+$'\n")
+    filters = load(["--config", str(config)]).filters
+    name = "a" * 5000 + "X"
+    assert not any(filters.stream_selected(name) for _ in range(100))
+    assert filters.stream_selected("a" * 5000)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "words"),
+    [
+        ("(?=AI)AI_.*", "invalid regular expression '(?=AI)AI_.*': invalid perl operator"),
+        ("(AI)\\1", "invalid escape sequence"),
+        ("A{1001}", "invalid repetition size"),
+    ],
+)
+def test_patterns_re2_refuses_are_one_line(tmp_path, capsys, pattern, words):
+    config = write(tmp_path, f"filters:\n  streams:\n    exclude: '{pattern}'\n")
+    err = check_config_fails(capsys, ["--config", str(config)])
+    assert f"{config}: filters.streams.exclude: " in err
+    assert words in err
+
+
+# -- values in messages --------------------------------------------------------------------------------
+
+
+LONG_VALUE = "eyJhbGciOiJFZDI1NTE5In0.looks-like-a-token-and-is-long-enough-to-hide"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key"),
+    [
+        (f"log:\n  level: {LONG_VALUE}\n", "log.level"),
+        (f"nats:\n  servers: ['nats://{LONG_VALUE}:port']\n", "nats.servers"),
+        (f"nats:\n  domain: {LONG_VALUE}.x\n", "nats.domain"),
+        (f"collection:\n  interval: {LONG_VALUE}\n", "collection.interval"),
+        (f"dead_letter_streams: ['{LONG_VALUE}']\n", "dead_letter_streams"),
+        (f"filters:\n  streams:\n    include: '({LONG_VALUE}'\n", "filters.streams.include"),
+        (f"web:\n  listen_address: '{LONG_VALUE}'\n", "web.listen_address"),
+    ],
+)
+def test_a_long_value_is_described_not_quoted(tmp_path, capsys, yaml_text, key):
+    config = write(tmp_path, yaml_text)
+    err = check_config_fails(capsys, ["--config", str(config)])
+    assert f"{config}: {key}: " in err
+    assert LONG_VALUE not in err
+    assert "characters (not shown)" in err
+
+
+@pytest.mark.parametrize("value", ["[1, 2]", "{a: b}", "12345678901234", "yes"])
+def test_a_value_given_to_a_secret_is_never_quoted(tmp_path, capsys, value):
+    config = write(tmp_path, f"nats:\n  token: {value}\n")
+    err = check_config_fails(capsys, ["--config", str(config)])
+    assert f"{config}: nats.token: expected a string, got " in err
+    assert value not in err
+
+
+def test_metadata_keys_that_would_become_one_label_are_refused():
+    env = {f"{ENV_PREFIX}LABELS_FROM_METADATA": "a.b,a-b"}
+    with pytest.raises(ConfigError, match="would all become the label metadata_a_b"):
+        load(env=env)

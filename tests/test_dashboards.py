@@ -41,6 +41,13 @@ LABEL_VARIABLES = {"account", "stream", "consumer", "dlq_stream", "instance"}
 # Which variables may filter a label: a dead-letter stream's `stream` label is chosen by $dlq_stream.
 VARIABLES_FOR_LABEL = {"account": {"account"}, "stream": {"stream", "dlq_stream"}, "consumer": {"consumer"}}
 FAMILY_LABELS = {family.name: set(family.labels) for family in FAMILIES}
+# A histogram is queried through its series: _bucket (labelled le too), _count and _sum.
+FAMILY_LABELS |= {
+    f"{family.name}{suffix}": set(family.labels) | ({"le"} if suffix == "_bucket" else set())
+    for family in FAMILIES
+    if family.type == "histogram"
+    for suffix in ("_bucket", "_count", "_sum")
+}
 MIN_DESCRIPTION_LENGTH = 80
 
 _SELECTOR = re.compile(r"\b(nats_[a-z_]+)\b(\{[^}]*\})?")

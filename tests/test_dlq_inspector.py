@@ -27,12 +27,18 @@ from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 from spec_platform import AUDIO, CHAT, packed, provision_platform
 from spec_platform import VOICE as SPEC_VOICE
+from support.poison import POISONS
 
-from exporter import dlq
-from exporter.cli import common_parser
+from exporter.argtypes import literal_subject, subject_filter
+from exporter.cli import common_parser, run_cli
+from exporter.dlq.arguments import parse_sequences, parse_time_bound
+from exporter.dlq.command import add_subcommand
+from exporter.dlq.errors import InspectorError
+from exporter.dlq.payload import describe_bytes
+from exporter.dlq.reading import DeadLetter, parse_dead_letter, parse_headers
+from exporter.dlq.replay import ReplayTarget, outcome_from_ack
 from exporter.logs import REDACTED
 from exporter.natsserver import NatsServerProcess, free_port
-from exporter.payload import describe_bytes
 
 PROG = "nats-jetstream-exporter"
 REPLAY_TARGET = "ai.chat.user.user-123.message"  # stored by COMPANIONS_CHAT, as a real replay would be
@@ -115,7 +121,7 @@ async def stored_message(url: str, stream: str, seq: int) -> dict[str, object]:
 def invoke(*argv: str) -> int:
     """Parse like the CLI does (its real shared flags) and run the handler."""
     parser = argparse.ArgumentParser(prog=PROG)
-    dlq.add_subcommand(parser.add_subparsers(), common_parser())
+    add_subcommand(parser.add_subparsers(), common_parser())
     args = parser.parse_args(list(argv))
     return int(args.handler(args))
 
@@ -281,6 +287,7 @@ def test_time_window_filters(dead_letters, unchanged, capsys):
     ]
     assert listed(capsys, url, "--since", between_2_and_3, "--subject", "ai.dlq.voice") == []
     assert listed(capsys, url, "--since", "1h") == [1, 2, 3, 4]  # durations mean "ago"
+    assert listed(capsys, url, "--since", "99999999d") == [1, 2, 3, 4]  # before 1970: from the start
     assert listed(capsys, url, "--until", "1h") == []
     assert listed(capsys, url, "--since", "2999-01-01T00:00:00Z") == []
 
@@ -352,12 +359,12 @@ async def test_a_malformed_stream_info_reply_is_a_one_line_error(nats_server, ca
 
 
 def test_an_acknowledgement_without_a_valid_sequence_fails_that_replay():
-    letter = dlq.DeadLetter(seq=3, subject="ai.dlq.chat", time="", timestamp=0.0, headers=(), data=b"x")
-    target = dlq.ReplayTarget("review.dlq", "REVIEW")
-    outcome = dlq.outcome_from_ack(letter, target, b'{"stream": "REVIEW", "seq": "seven"}')
+    letter = DeadLetter(seq=3, subject="ai.dlq.chat", time="", timestamp=0.0, headers=(), data=b"x")
+    target = ReplayTarget("review.dlq", "REVIEW")
+    outcome = outcome_from_ack(letter, target, b'{"stream": "REVIEW", "seq": "seven"}')
     assert (outcome.published, outcome.deleted) == (False, False)
     assert outcome.error == "stream REVIEW sent an acknowledgement without a valid sequence"
-    assert dlq.outcome_from_ack(letter, target, b'{"stream": "REVIEW", "seq": 7}').target_seq == 7
+    assert outcome_from_ack(letter, target, b'{"stream": "REVIEW", "seq": 7}').target_seq == 7
 
 
 def test_unreachable_nats_is_a_one_line_error(capsys):
@@ -409,23 +416,23 @@ def test_bad_arguments_are_rejected_by_the_parser(argv, capsys):
 
 def test_argument_types():
     now = 1_800_000_000.0
-    assert dlq.parse_time_bound("90m").resolve(now) == now - 5400
-    assert dlq.parse_time_bound("2d12h").resolve(now) == now - 2.5 * 86400
-    assert dlq.parse_time_bound("2026-02-01T14:30:00Z").resolve(now) == 1769956200.0
-    assert dlq.parse_time_bound("2026-02-01T15:30:00+01:00").resolve(now) == 1769956200.0
-    assert dlq.parse_sequences("3,5-7, 9") == (3, 5, 6, 7, 9)
-    assert dlq.parse_subject_filter("ai.dlq.>") == "ai.dlq.>"
-    assert dlq.parse_literal_subject("ai.chat.user.u1.message") == "ai.chat.user.u1.message"
+    assert parse_time_bound("90m").resolve(now) == now - 5400
+    assert parse_time_bound("2d12h").resolve(now) == now - 2.5 * 86400
+    assert parse_time_bound("2026-02-01T14:30:00Z").resolve(now) == 1769956200.0
+    assert parse_time_bound("2026-02-01T15:30:00+01:00").resolve(now) == 1769956200.0
+    assert parse_sequences("3,5-7, 9") == (3, 5, 6, 7, 9)
+    assert subject_filter("ai.dlq.>") == "ai.dlq.>"
+    assert literal_subject("ai.chat.user.u1.message") == "ai.chat.user.u1.message"
 
 
 def test_stored_message_parsing():
-    assert dlq.parse_headers(b"NATS/1.0\r\nA: 1\r\nA: 2\r\nB: x:y\r\n\r\n") == (
+    assert parse_headers(b"NATS/1.0\r\nA: 1\r\nA: 2\r\nB: x:y\r\n\r\n") == (
         ("A", "1"),
         ("A", "2"),
         ("B", "x:y"),
     )
-    assert dlq.parse_headers(b"") == ()
-    letter = dlq.parse_dead_letter(
+    assert parse_headers(b"") == ()
+    letter = parse_dead_letter(
         {"message": {"subject": "ai.dlq.chat", "seq": 7, "data": "aGk=", "time": "2026-02-01T14:30:00.5Z"}}
     )
     assert (letter.seq, letter.subject, letter.data, letter.timestamp, letter.headers) == (
@@ -435,8 +442,8 @@ def test_stored_message_parsing():
         1769956200.5,
         (),
     )
-    with pytest.raises(dlq.InspectorError, match=r"unexpected STREAM\.MSG\.GET reply"):
-        dlq.parse_dead_letter({"message": {"seq": 1, "subject": "s", "data": "not base64!"}})
+    with pytest.raises(InspectorError, match=r"unexpected STREAM\.MSG\.GET reply"):
+        parse_dead_letter({"message": {"seq": 1, "subject": "s", "data": "not base64!"}})
 
 
 # -- replay ----------------------------------------------------------------------------------------------
@@ -581,3 +588,113 @@ def test_a_refused_replay_stops_and_deletes_nothing(nats_server, capsys):
     assert "stopped at the first failure: 3 not attempted" in out
     assert asyncio.run(stream_state(url, "AI_DLQ")) == before
     assert asyncio.run(stream_state(url, "REVIEW"))["messages"] == 0
+
+
+# -- poisoned dead letters -------------------------------------------------------------------------------
+# Each run is bounded: a poisoned message must end in a report, never in a traceback or a hang.
+
+POISON_SEQS = {poison.request_id: seq for seq, poison in enumerate(POISONS, start=2)}
+LAST_POISONED_SEQ = len(POISONS) + 2  # a good message after the poisoned ones
+
+
+async def populate_poisoned(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        await provision_platform(nc)
+        await nc.jetstream().add_stream(StreamConfig(name="REVIEW", subjects=["review.>"]))
+        js = nc.jetstream()
+        await js.publish("ai.dlq.chat", packed(CHAT))
+        for poison in POISONS:
+            await js.publish("ai.dlq.chat", poison.payload)
+        await js.publish("ai.dlq.chat", packed(CHAT_2))
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(scope="module")
+def poisoned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServerProcess]:
+    server = NatsServerProcess(store_dir=Path(tmp_path_factory.mktemp("poisoned")) / "store")
+    server.start()
+    try:
+        asyncio.run(populate_poisoned(server.url))
+        yield server
+    finally:
+        server.cleanup()
+
+
+def innermost(value: object) -> object:
+    while isinstance(value, list):
+        value = value[0]
+    return value
+
+
+@pytest.mark.timeout(60)
+def test_list_reports_poisoned_dead_letters_and_goes_on(poisoned, capsys):
+    assert run_cli(["dlq", "list", "--nats-url", poisoned.url]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [int(row[0]) for row in rows] == list(range(1, LAST_POISONED_SEQ + 1))
+    for poison in POISONS:
+        row = rows[POISON_SEQS[poison.request_id] - 1]
+        if poison.note:
+            assert (row[4], row[5]) == ("hex", describe_bytes(poison.payload))
+        else:
+            assert (row[4], row[5]) == ("msgpack", f"request_id={poison.request_id}")
+    assert rows[-1][5] == f"request_id={CHAT_2['request_id']} user_id=user-789"
+    assert f"{LAST_POISONED_SEQ} shown; AI_DLQ holds {LAST_POISONED_SEQ} messages" in out
+    poisoned_seqs = ", ".join(str(seq) for seq in POISON_SEQS.values())
+    assert (
+        f"not fully decodable, shown with raw bytes and a note: seq {poisoned_seqs} (see dlq show SEQ)" in out
+    )
+
+
+@pytest.mark.timeout(60)
+def test_list_json_shows_each_unconvertible_value_raw_with_a_note(poisoned, capsys):
+    assert run_cli(["dlq", "list", "--json", "--nats-url", poisoned.url]) == 0
+    messages = json.loads(capsys.readouterr().out)["messages"]
+    assert [message["seq"] for message in messages] == list(range(1, LAST_POISONED_SEQ + 1))
+    assert (messages[0]["undecodable_values"], messages[-1]["undecodable_values"]) == (0, 0)
+    for poison in POISONS:
+        message = messages[POISON_SEQS[poison.request_id] - 1]
+        assert message["undecodable_values"] == 1
+        if poison.note:
+            assert (message["encoding"], message["encoding_note"]) == ("hex", poison.note)
+            assert message["payload"] == poison.payload.hex()
+        else:
+            assert message["request_id"] == poison.request_id
+            shown = innermost(message["payload"]["poison"])
+            assert isinstance(shown, str)
+            assert shown.startswith(poison.shown)
+    assert messages[-1]["payload"] == CHAT_2
+
+
+@pytest.mark.timeout(120)
+def test_show_reports_each_poisoned_dead_letter(poisoned, capsys):
+    for poison in POISONS:
+        seq = str(POISON_SEQS[poison.request_id])
+        assert run_cli(["dlq", "show", seq, "--nats-url", poisoned.url]) == 0
+        out = capsys.readouterr().out
+        if poison.note:
+            assert f"Encoding:  hex ({poison.note})\n" in out
+            assert f"  {describe_bytes(poison.payload)[:-1]}" in out  # the hex dump's heading
+        else:
+            assert "Encoding:  msgpack\n" in out
+            assert poison.shown in out
+        assert run_cli(["dlq", "show", seq, "--json", "--nats-url", poisoned.url]) == 0
+        assert json.loads(capsys.readouterr().out)["seq"] == int(seq)
+
+
+@pytest.mark.timeout(60)
+def test_replay_republishes_poisoned_dead_letters_byte_for_byte(poisoned, capsys):
+    url = poisoned.url
+    argv = ["dlq", "replay", "--to", "review.poisoned", "--all", "--nats-url", url]
+    assert run_cli(argv) == 0
+    dry_run = capsys.readouterr().out
+    assert dry_run.startswith(f"DRY RUN, nothing published: would republish {LAST_POISONED_SEQ} dead letters")
+    assert run_cli([*argv, "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"republished {LAST_POISONED_SEQ} of {LAST_POISONED_SEQ} dead letters from AI_DLQ" in out
+    for poison in POISONS:
+        stored = asyncio.run(stored_message(url, "REVIEW", POISON_SEQS[poison.request_id]))["message"]
+        assert isinstance(stored, dict)
+        assert _b64(stored["data"]) == poison.payload

@@ -24,6 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.histogram import Histogram
+from exporter.intake import ACK_DELIVERIES_BUCKETS
 from exporter.metrics import (
     FAMILIES,
     BuildInfo,
@@ -35,17 +37,24 @@ from exporter.metrics import (
     format_value,
     render_exposition,
 )
+from exporter.settings import DEFAULT_ACK_LATENCY_BUCKETS
 from exporter.snapshot import (
     AccountState,
+    AckHistograms,
     AdvisoryCounts,
     ConsumerState,
     DeadLetterState,
     ExporterHealth,
+    MetaClusterState,
+    MetaPeer,
     ReplicaState,
     ServerInfo,
+    ServerJetStreamState,
     Snapshot,
     SourceState,
+    StreamEventCounts,
     StreamState,
+    Threshold,
 )
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -57,6 +66,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_up": ("gauge", ()),
     "nats_exporter_collection_duration_seconds": ("gauge", ()),
     "nats_exporter_collection_errors_total": ("counter", ("stage",)),
+    "nats_exporter_stage_duration_seconds": ("gauge", ("stage",)),
     "nats_exporter_last_success_timestamp_seconds": ("gauge", ()),
     "nats_exporter_build_info": ("gauge", ("version", "python_version", "nats_py_version")),
     "nats_server_info": ("gauge", ("server_name", "version", "cluster", "domain")),
@@ -68,6 +78,27 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_account_jetstream_consumers": ("gauge", ("account",)),
     "nats_account_jetstream_api_requests_total": ("counter", ("account",)),
     "nats_account_jetstream_api_errors_total": ("counter", ("account",)),
+    **{
+        f"nats_server_jetstream_{name}": ("gauge", ("server",))
+        for name in (
+            "storage_bytes",
+            "memory_bytes",
+            "max_storage_bytes",
+            "max_memory_bytes",
+            "reserved_storage_bytes",
+            "reserved_memory_bytes",
+            "streams",
+            "consumers",
+        )
+    },
+    "nats_server_jetstream_api_requests_total": ("counter", ("server",)),
+    "nats_server_jetstream_api_errors_total": ("counter", ("server",)),
+    "nats_jetstream_meta_cluster_info": ("gauge", ("cluster", "leader")),
+    "nats_jetstream_meta_cluster_size": ("gauge", ()),
+    "nats_jetstream_meta_replica_current": ("gauge", ("server",)),
+    "nats_jetstream_meta_replica_lag_operations": ("gauge", ("server",)),
+    "nats_exporter_servers_responded": ("gauge", ()),
+    "nats_exporter_servers_expected": ("gauge", ()),
     "nats_stream_messages_total": ("counter", ("account", "stream")),
     **{
         f"nats_stream_{name}": ("gauge", ("account", "stream"))
@@ -130,6 +161,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "nats_dlq_messages": ("gauge", ("account", "stream", "subject")),
     "nats_dlq_oldest_message_timestamp_seconds": ("gauge", ("account", "stream")),
+    "nats_stream_threshold": ("gauge", ("account", "stream", "check", "severity")),
+    "nats_consumer_threshold": ("gauge", ("account", "stream", "consumer", "check", "severity")),
     # beyond METRICS.md (issue 3)
     "nats_dlq_stream_present": ("gauge", ("account", "stream")),
     "nats_exporter_lag_lookups_skipped": ("gauge", ()),
@@ -148,6 +181,14 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
         "gauge",
         ("account", "stream", "source", "kind", "filter_subject", "external_api"),
     ),
+    # elections, quorum and processing time (METRICS.md: clustered JetStream, health signals)
+    "nats_stream_leader_elections_total": ("counter", ("account", "stream")),
+    "nats_stream_quorum_lost_total": ("counter", ("account", "stream")),
+    "nats_consumer_leader_elections_total": ("counter", ("account", "stream", "consumer")),
+    "nats_consumer_quorum_lost_total": ("counter", ("account", "stream", "consumer")),
+    "nats_consumer_ack_latency_seconds": ("histogram", ("account", "stream", "consumer")),
+    "nats_consumer_ack_deliveries": ("histogram", ("account", "stream", "consumer")),
+    "nats_exporter_dropped_advisories_total": ("counter", ()),
 }
 HEALTH_FAMILIES = {
     "nats_exporter_build_info",
@@ -156,7 +197,10 @@ HEALTH_FAMILIES = {
     "nats_exporter_last_success_timestamp_seconds",
     "nats_exporter_collection_interval_seconds",
     "nats_exporter_collection_errors_total",
+    "nats_exporter_stage_duration_seconds",
     "nats_exporter_malformed_advisories_total",
+    "nats_exporter_dropped_advisories_total",
+    "nats_exporter_servers_expected",
 }
 
 
@@ -183,6 +227,7 @@ def stream(name: str, **changes: object) -> StreamState:
         num_deleted=0,
         consumer_count=0,
         leader="nats-a",
+        metadata_labels=("", ""),  # the golden snapshot's labels.from_metadata: team, owner
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -211,6 +256,7 @@ def consumer(stream_name: str, name: str, **changes: object) -> ConsumerState:
         ack_floor_stream_seq=0,
         ack_floor_last_active=None,
         leader="nats-a",
+        metadata_labels=("", ""),
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -239,6 +285,8 @@ def golden_snapshot() -> Snapshot:
             ReplicaState("nats-b", current=True),
             ReplicaState("nats-c", current=False, lag_operations=17),
         ),
+        thresholds=(Threshold("msgs", "critical", 1), Threshold("subjects_max", "warning", 500)),
+        metadata_labels=("companions", ""),
     )
     pipeline = stream(
         "AI_PIPELINE",
@@ -288,6 +336,8 @@ def golden_snapshot() -> Snapshot:
         lag_seconds=42.5,
         replicas=3,
         replicas_current=2,
+        thresholds=(Threshold("outstanding_ack", "critical", 500), Threshold("last_ack", "critical", 300)),
+        metadata_labels=("companions", "chat-team"),
     )
     idle = consumer(
         "AI_PIPELINE",
@@ -309,17 +359,19 @@ def golden_snapshot() -> Snapshot:
     )
     return Snapshot(
         collected_at=T0,
-        server=ServerInfo(server_name="nats-a", version="2.15.1", cluster="", domain="hub"),
-        account=AccountState(
-            account="$G",
-            memory_bytes=0,
-            storage_bytes=3_000_013_245,
-            max_memory_bytes=None,
-            max_storage_bytes=10 << 30,
-            streams=4,
-            consumers=3,
-            api_requests=1234,
-            api_errors=2,
+        servers=(ServerInfo(server_name="nats-a", version="2.15.1", cluster="", domain="hub"),),
+        accounts=(
+            AccountState(
+                account="$G",
+                memory_bytes=0,
+                storage_bytes=3_000_013_245,
+                max_memory_bytes=None,
+                max_storage_bytes=10 << 30,
+                streams=4,
+                consumers=3,
+                api_requests=1234,
+                api_errors=2,
+            ),
         ),
         streams=(chat, pipeline, empty, dlq),
         consumers=(chat_handler, idle, paused),
@@ -334,7 +386,46 @@ def golden_snapshot() -> Snapshot:
             ),
         ),
         lag_lookups_skipped=1,
+        jetstream_servers=(
+            ServerJetStreamState(
+                server="nats-a",
+                memory_bytes=1024,
+                storage_bytes=3_000_013_245,
+                reserved_memory_bytes=0,
+                reserved_storage_bytes=10 << 30,
+                max_memory_bytes=256 << 20,
+                max_storage_bytes=64 << 30,
+                streams=4,
+                consumers=3,
+                api_requests=5678,
+                api_errors=3,
+            ),
+        ),
+        meta_cluster=MetaClusterState(
+            cluster="c",
+            leader="nats-a",
+            size=3,
+            peers=(
+                MetaPeer(server="nats-a", current=True, lag_operations=0),
+                MetaPeer(server="nats-b", current=True, lag_operations=0),
+                MetaPeer(server="nats-c", current=False, lag_operations=12),
+            ),
+        ),
+        servers_responded=1,
+        metadata_label_keys=("team", "owner"),
     )
+
+
+WEIRD = 'we"ird\\name\nwith ünïcode'
+
+
+def ack_histograms(latencies: list[float], deliveries: list[int]) -> AckHistograms:
+    latency, tries = Histogram(DEFAULT_ACK_LATENCY_BUCKETS), Histogram(ACK_DELIVERIES_BUCKETS)
+    for seconds in latencies:
+        latency.observe(seconds)
+    for count in deliveries:
+        tries.observe(count)
+    return AckHistograms(latency.data(), tries.data())
 
 
 def golden_health() -> ExporterHealth:
@@ -351,6 +442,21 @@ def golden_health() -> ExporterHealth:
         },
         malformed_advisories=1,
         collection_interval_seconds=15.0,
+        stream_event_counts={
+            ("$G", "COMPANIONS_CHAT"): StreamEventCounts(leader_elections=2, quorum_lost=1),
+            ("$G", "GONE"): StreamEventCounts(leader_elections=4),
+        },
+        ack_histograms={
+            # 5 ms exactly lands in the first bucket (le is "less than or equal").
+            ("$G", "COMPANIONS_CHAT", "chat-handler"): ack_histograms(
+                [0.005, 0.042, 0.3, 1.7, 400.0], [1, 1, 2, 3, 1]
+            ),
+            ("$G", WEIRD, 'c\\"\n'): ack_histograms([1e-9, 1e22], [1, 1000]),
+            ("$G", "GONE", "deleted-consumer"): ack_histograms([1.0], [1]),
+        },
+        dropped_advisories=7,
+        stage_durations={"account": 0.0625, "streams": 0.125, "consumers": 0.25, "dlq": 0.0, "lag": 0.1875},
+        servers_expected=3,
     )
 
 
@@ -444,17 +550,10 @@ def test_volatile_identity_only_on_info_series() -> None:
     text = render(golden_snapshot(), golden_health())
     for name, labels in samples_by_series(text):
         if not name.endswith("_info"):
-            assert {label for label, _ in labels} <= {
-                "account",
-                "stream",
-                "consumer",
-                "subject",
-                "stage",
-                "server",  # a stream group's peers: a fixed set, which an election does not change
-                "source",
-            }, (
-                name
-            )
+            entity_labels = {"account", "stream", "consumer", "subject", "stage", "check", "severity", "le"}
+            entity_labels.add("server")  # per-server and per-peer series
+            entity_labels.add("source")  # a mirror's or source's origin stream
+            assert {label for label, _ in labels} <= entity_labels, name
     elected = golden_snapshot()
     elected = dataclasses.replace(
         elected,
@@ -476,6 +575,8 @@ def test_volatile_identity_only_on_info_series() -> None:
             retention="limits",
             replicas="1",
             leader="nats-c",
+            metadata_team="",
+            metadata_owner="",
         )
         == 1
     )
@@ -487,7 +588,7 @@ def test_volatile_identity_only_on_info_series() -> None:
 def test_account_and_health_values_read_back_equal_the_snapshot() -> None:
     snapshot, health = golden_snapshot(), golden_health()
     series = samples_by_series(render(snapshot, health))
-    account = snapshot.account
+    (account,) = snapshot.accounts
     assert account is not None
     a = {"account": "$G"}
     assert value(series, "nats_account_jetstream_memory_bytes", **a) == account.memory_bytes
@@ -539,8 +640,13 @@ def test_stream_values_read_back_equal_the_snapshot() -> None:
             "retention": s.retention,
             "replicas": str(s.replicas),
             "leader": s.leader,
+            "metadata_team": s.metadata_labels[0],
+            "metadata_owner": s.metadata_labels[1],
         }
         assert value(series, "nats_stream_info", **info) == 1
+        for threshold in s.thresholds:
+            check = {"check": threshold.check, "severity": threshold.severity}
+            assert value(series, "nats_stream_threshold", **labels, **check) == threshold.value
 
 
 def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
@@ -579,8 +685,13 @@ def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
             "deliver_policy": c.deliver_policy,
             "filter_subjects": ",".join(c.filter_subjects),
             "leader": c.leader,
+            "metadata_team": c.metadata_labels[0],
+            "metadata_owner": c.metadata_labels[1],
         }
         assert value(series, "nats_consumer_info", **info) == 1
+        for threshold in c.thresholds:
+            check = {"check": threshold.check, "severity": threshold.severity}
+            assert value(series, "nats_consumer_threshold", **labels, **check) == threshold.value
     for d in snapshot.dead_letters:
         labels = {"account": d.account, "stream": d.stream}
         assert value(series, "nats_dlq_stream_present", **labels) == (1 if d.exists else 0)
@@ -639,6 +750,43 @@ def test_advisory_counters_start_at_zero_for_every_consumer() -> None:
             assert value(series, f"nats_consumer_{name}", **labels) == 0
 
 
+def test_election_counters_start_at_zero_for_every_stream_and_consumer() -> None:
+    series = samples_by_series(
+        render(
+            golden_snapshot(),
+            ExporterHealth(up=True, collection_duration_seconds=1.0, last_success_timestamp=T0),
+        )
+    )
+    for s in golden_snapshot().streams:
+        for name in ("leader_elections_total", "quorum_lost_total"):
+            assert value(series, f"nats_stream_{name}", account=s.account, stream=s.name) == 0
+    for c in golden_snapshot().consumers:
+        labels = {"account": c.account, "stream": c.stream, "consumer": c.name}
+        for name in ("leader_elections_total", "quorum_lost_total"):
+            assert value(series, f"nats_consumer_{name}", **labels) == 0
+
+
+def test_ack_histograms_read_back_only_for_sampled_known_consumers() -> None:
+    series = samples_by_series(render(golden_snapshot(), golden_health()))
+    chat = {"account": "$G", "stream": "COMPANIONS_CHAT", "consumer": "chat-handler"}
+    latency = "nats_consumer_ack_latency_seconds"
+    assert value(series, f"{latency}_bucket", **chat, le="0.005") == 1
+    assert value(series, f"{latency}_bucket", **chat, le="0.05") == 2
+    assert value(series, f"{latency}_bucket", **chat, le="300.0") == 4
+    assert value(series, f"{latency}_bucket", **chat, le="+Inf") == 5
+    assert value(series, f"{latency}_count", **chat) == 5
+    assert value(series, f"{latency}_sum", **chat) == pytest.approx(402.047)
+    deliveries = "nats_consumer_ack_deliveries"
+    assert value(series, f"{deliveries}_bucket", **chat, le="1.0") == 3
+    assert value(series, f"{deliveries}_bucket", **chat, le="2.0") == 4
+    assert value(series, f"{deliveries}_bucket", **chat, le="3.0") == 5
+    consumers = {dict(labels)["consumer"] for name, labels in series if name.startswith(latency)}
+    assert consumers == {"chat-handler"}  # unsampled consumers have none; deleted ones are gone
+    assert value(series, "nats_stream_leader_elections_total", account="$G", stream="COMPANIONS_CHAT") == 2
+    assert value(series, "nats_stream_quorum_lost_total", account="$G", stream="COMPANIONS_CHAT") == 1
+    assert value(series, "nats_exporter_dropped_advisories_total") == 7
+
+
 def test_deleted_consumer_and_stream_vanish_from_the_next_render() -> None:
     health = golden_health()
     first = render(golden_snapshot(), health)
@@ -676,6 +824,7 @@ def test_first_start_renders_up_zero_without_timestamps() -> None:
         "nats_up",
         "nats_exporter_collection_interval_seconds",
         "nats_exporter_malformed_advisories_total",
+        "nats_exporter_dropped_advisories_total",
     }
 
 
@@ -692,10 +841,12 @@ def test_default_build_info_names_this_build() -> None:
 def odd_snapshot() -> Snapshot:
     """Label values that need escaping and values at the edges of the float formatting."""
     base = golden_snapshot()
-    weird = 'we"ird\\name\nwith ünïcode'
+    weird = WEIRD
     return dataclasses.replace(
         base,
-        server=ServerInfo(server_name='a "quoted" server', version="2.15.1", cluster="c\\1", domain="d\ne"),
+        servers=(
+            ServerInfo(server_name='a "quoted" server', version="2.15.1", cluster="c\\1", domain="d\ne"),
+        ),
         streams=(
             *base.streams,
             stream(

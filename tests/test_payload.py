@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
 import msgpack
 import pytest
 from spec_platform import AUDIO, CHAT, VOICE, packed
 
-from exporter.payload import (
+from exporter.dlq.payload import (
     MAX_DISPLAY_DEPTH,
+    RAW_PREVIEW_BYTES,
     DecodedPayload,
     Encoding,
     correlation_ids,
     decode_payload,
     describe_bytes,
+    describe_raw,
     displayable,
     format_timestamp,
     hex_dump,
@@ -24,7 +27,9 @@ from exporter.payload import (
     summarize_payload,
     terminal_safe,
     truncate,
+    undecodable_count,
 )
+from exporter.dlq.unpack import MAX_DEPTH
 
 CHUNK = {
     "request_id": "3f2b8c1e-9a4d-4e6f-8b2a-1c5d7e9f0a11",
@@ -119,12 +124,14 @@ def test_fallbacks_are_marked(data, encoding, value):
     assert decoded.size == len(data)
 
 
-def test_truncated_messagepack_falls_back_to_hex():
+def test_truncated_messagepack_falls_back_to_hex_with_the_reason():
     data = packed(CHAT)[:-3]
     decoded = decode_payload(data)
     assert decoded.encoding is Encoding.HEX
     assert payload_document(decoded) == data.hex()
     assert summarize_payload(decoded) == describe_bytes(data)
+    # The session id string lost 3 of its 11 bytes.
+    assert decoded.note == f"not MessagePack: at byte {len(data) - 8}: a string needs 11 bytes, 8 left"
 
 
 def test_hex_view_is_a_bounded_dump():
@@ -148,30 +155,37 @@ def test_describe_bytes():
 
 
 def test_displayable_handles_what_messagepack_can_hold_and_json_cannot():
-    value = msgpack.unpackb(
-        packed({1: "int key", "nan": float("nan"), "inf": float("-inf"), "ext": msgpack.ExtType(5, b"xyz")}),
-        raw=False,
-        strict_map_key=False,
+    data = packed(
+        {1: "int key", "nan": float("nan"), "inf": float("-inf"), "ext": msgpack.ExtType(5, b"xyz")}
     )
-    shown = displayable(value)
-    assert shown == {
-        "1": "int key",
-        "nan": "nan",
-        "inf": "-inf",
-        "ext": f"<ext type 5, 3 bytes sha256:{hashlib.sha256(b'xyz').hexdigest()[:16]}>",
-    }
+    decoded = decode_payload(data)
+    assert decoded.encoding is Encoding.MSGPACK
+    shown = payload_document(decoded)
+    assert shown == {"1": "int key", "nan": "nan", "inf": "-inf", "ext": "<extension type 5: 3 bytes 78797a>"}
     json.dumps(shown, allow_nan=False)
-    stamp = msgpack.unpackb(packed(msgpack.Timestamp(1706000000, 500_000_000)))
-    assert displayable(stamp) == "2024-01-23T08:53:20.500Z"
+    stamp = decode_payload(packed({"at": msgpack.Timestamp(1706000000, 500_000_000)}))
+    assert payload_document(stamp) == {"at": "2024-01-23T08:53:20.500Z"}
     assert displayable({b"bin-key": 1, b"\xff": 2}) == {"bin-key": 1, "<1 bytes sha256:a8100ae6aa1940d0>": 2}
 
 
-def test_deep_nesting_is_cut_not_a_recursion_error():
+def test_deep_nesting_is_cut_and_kept_as_raw_bytes_not_a_recursion_error():
     value: object = "bottom"
     for _ in range(200):
         value = [value]
     decoded = decode_payload(packed(value))
     assert decoded.encoding is Encoding.MSGPACK
+    shown = payload_document(decoded)
+    for _ in range(MAX_DEPTH):
+        assert isinstance(shown, list)
+        shown = shown[0]
+    rest = packed(value)[MAX_DEPTH:]  # each fixarray header is one byte
+    assert shown == f"<nested deeper than {MAX_DEPTH} levels: {describe_raw(rest)}>"
+    assert describe_raw(rest).startswith(f"{len(rest)} bytes {'91' * RAW_PREVIEW_BYTES}…")
+
+
+def test_deep_json_is_cut_at_the_display_depth():
+    decoded = decode_payload(b"[" * 100 + b"]" * 100)
+    assert decoded.encoding is Encoding.JSON
     shown = payload_document(decoded)
     for _ in range(MAX_DISPLAY_DEPTH):
         assert isinstance(shown, list)
@@ -202,3 +216,145 @@ def test_truncate_and_timestamps():
     assert truncate("abcd", 4) == "abcd"
     assert truncate("abc", None) == "abc"
     assert format_timestamp(1706000000.123456) == "2024-01-23T08:53:20.123Z"
+
+
+# -- poisoned payloads: every value that cannot be converted is shown raw with a note, nothing raises --------
+
+TIMESTAMP_12 = b"\xc7\x0c\xff"  # ext 8, 12 bytes, type -1: 32-bit nanoseconds then 64-bit signed seconds
+
+
+def timestamp_12(nanoseconds: int, seconds: int) -> bytes:
+    return nanoseconds.to_bytes(4, "big") + seconds.to_bytes(8, "big", signed=True)
+
+
+def with_request_id(key: bytes, value: bytes) -> bytes:
+    """A map of a request id and one more entry given as raw MessagePack."""
+    return b"\x82" + packed("request_id") + packed("r-1") + key + value
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (
+            TIMESTAMP_12 + timestamp_12(0, 2**63 - 1),
+            f"timestamp {2**63 - 1} s from 1970 is outside years 1-9999",
+        ),
+        (
+            TIMESTAMP_12 + timestamp_12(0, -(2**63)),
+            f"timestamp {-(2**63)} s from 1970 is outside years 1-9999",
+        ),
+        (TIMESTAMP_12 + timestamp_12(1_000_000_000, 0), "timestamp with 1000000000 nanoseconds"),
+        (b"\xd6\xff" + (2**32 - 1).to_bytes(4, "big"), None),  # the largest 32-bit timestamp is valid
+        (b"\xd5\xff\x00\x01", "timestamp of 2 bytes (4, 8 or 12 expected)"),
+        (b"\xd4\x05x", "extension type 5"),
+        (b"\xc7\x02\x80ab", "extension type -128"),
+        (b"\xa3\xff\xfeA", "invalid UTF-8"),
+        (b"\xda\x00\x02\xc3\x28", "invalid UTF-8"),
+    ],
+)
+def test_a_value_that_cannot_be_converted_is_shown_raw_with_a_note(value, shown):
+    data = with_request_id(packed("poison"), value)
+    decoded = decode_payload(data)
+    assert decoded.encoding is Encoding.MSGPACK
+    document = payload_document(decoded)
+    assert document["request_id"] == "r-1"  # the rest of the message stays readable
+    if shown is None:
+        assert document["poison"] == "2106-02-07T06:28:15.000Z"
+    else:
+        content = _content(value)
+        assert document["poison"] == f"<{shown}: {len(content)} bytes {content.hex()}>"
+    assert correlation_ids(decoded) == {"request_id": "r-1"}
+    assert undecodable_count(decoded) == (0 if shown is None else 1)
+    json.dumps(document, allow_nan=False)
+    assert "poison=" not in summarize_payload(decoded)  # correlation ids lead the summary
+    assert "r-1" in pretty_payload(decoded)
+
+
+def _content(value: bytes) -> bytes:
+    """The content bytes of one str or ext value in the cases above (after its header)."""
+    header_sizes = {0xC7: 3, 0xD4: 2, 0xD5: 2, 0xD6: 2, 0xDA: 3}
+    return value[header_sizes.get(value[0], 1) :]
+
+
+def test_a_map_key_python_cannot_hash_is_shown_raw():
+    data = b"\x81" + packed([1, 2]) + packed("v")
+    assert payload_document(decode_payload(data)) == {"<list as a map key: 3 bytes 920102>": "v"}
+
+
+@pytest.mark.parametrize(
+    ("data", "note"),
+    [
+        (
+            b"\x81\xa1a\xdb\xff\xff\xff\xffabc",
+            "at byte 8: a string needs 4294967295 bytes, 3 left",
+        ),
+        (b"\x81\xa1a\xc6\xff\xff\xff\xffabc", "at byte 8: a binary needs 4294967295 bytes, 3 left"),
+        (
+            b"\x81\xa1a\xc9\xff\xff\xff\xff\x05abc",
+            "at byte 9: an extension value needs 4294967295 bytes, 3 left",
+        ),
+        (b"\xdd\xff\xff\xff\xff\x01\x02", "at byte 7: a value needs 1 bytes, 0 left"),
+        (b"\xdf\xff\xff\xff\xff\xa1a\x01", "at byte 8: a value needs 1 bytes, 0 left"),
+        (b"\x81\xa1a\xc1", "at byte 3: 0xc1 is not a MessagePack type"),
+        (b"\x81\xa1a\xcb\x00", "at byte 4: a number needs 8 bytes, 1 left"),
+        (b"\x81\xa1a\x01\x02", "1 bytes follow the value that ends at byte 4"),
+    ],
+)
+def test_bytes_that_are_not_one_messagepack_value_are_hex_with_the_reason(data, note):
+    decoded = decode_payload(data)
+    assert (decoded.encoding, decoded.value, decoded.note) == (Encoding.HEX, data, f"not MessagePack: {note}")
+    assert payload_document(decoded) == data.hex()
+    assert undecodable_count(decoded) == 1
+
+
+def test_undecodable_values_are_counted_wherever_they_are():
+    bad_string, bad_stamp = b"\xa1\xff", b"\xd5\xff\x00\x01"
+    data = b"\x82" + bad_string + b"\x92" + bad_string + bad_stamp + packed("ok") + b"\x91" + bad_string
+    assert undecodable_count(decode_payload(data)) == 4  # a key, two array items, a nested item
+    assert undecodable_count(decode_payload(packed(CHAT))) == 0
+    assert undecodable_count(decode_payload(b"plain text")) == 0
+
+
+VALID_VALUES = [
+    CHAT,
+    VOICE,
+    CHUNK,
+    [0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1],
+    [-1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63)],
+    [0.5, -1e30, float("inf"), True, False, None],
+    ["", "x" * 31, "x" * 32, "x" * 255, "x" * 256, "ü" * 40000],
+    [b"", b"\x00" * 255, b"\x00" * 256, b"\x01" * 70000],
+    list(range(15)),
+    list(range(16)),
+    list(range(70000)),
+    {str(index): index for index in range(15)},
+    {str(index): index for index in range(16)},
+    {str(index): index for index in range(70000)},
+    {1: "int key", -5: [{"nested": {"deeper": [None]}}]},
+]
+
+
+@pytest.mark.parametrize("value", VALID_VALUES, ids=range(len(VALID_VALUES)))
+@pytest.mark.parametrize("single_float", [False, True])
+def test_valid_messagepack_decodes_as_the_msgpack_library_does(value, single_float):
+    data = msgpack.packb(value, use_bin_type=True, use_single_float=single_float)
+    expected = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    decoded = decode_payload(data)
+    assert decoded.encoding is Encoding.MSGPACK
+    assert decoded.value == expected
+
+
+def test_no_input_makes_decoding_or_display_raise():
+    rng = random.Random(20260201)  # noqa: S311 (test inputs, not secrets; fixed seed: the same every run)
+    samples = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))) for _ in range(3000)]
+    chat = packed(CHAT)
+    samples += [chat[:cut] for cut in range(len(chat))]
+    for index in range(len(chat)):
+        for byte in (0x00, 0x7F, 0xC1, 0xC7, 0xD9, 0xDB, 0xDD, 0xDF, 0xFF):
+            samples.append(chat[:index] + bytes([byte]) + chat[index + 1 :])
+    for data in samples:
+        decoded = decode_payload(data)
+        json.dumps(payload_document(decoded), allow_nan=False)
+        json.dumps(correlation_ids(decoded))
+        summarize_payload(decoded)
+        pretty_payload(decoded)

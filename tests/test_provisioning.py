@@ -22,10 +22,10 @@ from exporter.demo.provisioning import (
     apply_platform,
     merged_filter_subjects,
 )
-from exporter.demo.subjects import subject_problem, subject_within, subjects_overlap
 from exporter.errors import ConfigError
 from exporter.jsapi import JetStreamApi
 from exporter.natsserver import NatsServerProcess, free_port
+from exporter.subjects import subject_problem, subject_within, subjects_overlap
 
 SPEC_STREAMS = {
     # name: (subjects, retention, max age in seconds, storage, replicas), from the spec's table
@@ -284,6 +284,7 @@ async def test_provisioning_applies_the_spec_and_is_idempotent(nc: Client) -> No
         ), name
     consumer = await consumer_config(nc, "COMPANIONS_CHAT", "chat-handler")
     assert consumer["durable_name"] == "chat-handler"
+    assert consumer["sample_freq"] == "100%"  # the platform file samples every acknowledgement
     assert "deliver_subject" not in consumer  # a pull consumer
     assert merged_filter_subjects(consumer) == ("ai.chat.user.*.message",)
     assert (

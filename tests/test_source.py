@@ -217,10 +217,10 @@ async def test_snapshot_equals_what_the_server_reports(nats_server: NatsServerPr
     snapshot = await JetStreamSource(nc, Settings()).fetch_snapshot(None)
     after = await js_request(nc, "INFO")
 
-    assert snapshot.server is not None
-    assert (snapshot.server.server_name, snapshot.server.version) == (nats_server.server_name, "2.15.1")
+    (server,) = snapshot.servers
+    assert (server.server_name, server.version) == (nats_server.server_name, "2.15.1")
     assert snapshot.partial_errors == ()
-    account = snapshot.account
+    (account,) = snapshot.accounts
     assert account is not None
     assert account.account == "$G"  # from $SYS.REQ.USER.INFO: this server has no accounts configured
     assert (account.memory_bytes, account.storage_bytes) == (after["memory"], after["storage"])
@@ -327,8 +327,7 @@ async def test_jetstream_domain_prefix() -> None:
             await publish(nc, "ai.chat.user.u1.message", chat_message("u1", "hi"))
             hub = Settings(nats=NatsSettings(domain="hub"))
             snapshot = await JetStreamSource(nc, hub).fetch_snapshot(None)
-            assert snapshot.server is not None
-            assert snapshot.server.domain == "hub"
+            assert [server.domain for server in snapshot.servers] == ["hub"]
             assert len(snapshot.streams) == len(SPEC_STREAMS)
             (handler,) = snapshot.consumers
             assert handler.num_pending == 1
@@ -389,8 +388,8 @@ async def test_stream_deleted_during_the_cycle_is_left_out(
     assert [stream.name for stream in snapshot.streams] == ["ALPHA"]
     assert [consumer.name for consumer in snapshot.consumers] == ["a"]
     assert snapshot.partial_errors == ()
-    assert snapshot.account is not None
-    assert snapshot.account.streams == 2  # INFO came first: the deletion happened inside the cycle
+    (account,) = snapshot.accounts
+    assert account.streams == 2  # INFO came first: the deletion happened inside the cycle
 
 
 # --- missing and offline entries (clustered) --------------------------------------------------------------
@@ -728,8 +727,7 @@ async def test_lag_and_dead_letter_failures_are_partial(
     finally:
         await connection.close()
     assert snapshot.partial_errors == (stage,)
-    assert snapshot.account is not None
-    assert snapshot.account.account == "AI"  # resolved with $SYS.REQ.USER.INFO
+    assert [account.account for account in snapshot.accounts] == ["AI"]  # resolved with $SYS.REQ.USER.INFO
     assert len(snapshot.streams) == len(SPEC_STREAMS)
     (handler,) = snapshot.consumers
     assert handler.lag_seconds is None if stage == "lag" else handler.lag_seconds is not None
@@ -765,9 +763,7 @@ async def test_account_label_falls_back_once_when_the_server_will_not_say(
             second = await source.fetch_snapshot(first)
     finally:
         await connection.close()
-    assert first.account is not None
-    assert second.account is not None
-    assert first.account.account == second.account.account == "$G"
+    assert [account.account for account in (*first.accounts, *second.accounts)] == ["$G", "$G"]
     fallbacks = [r.getMessage() for r in caplog.records if "nats.account" in r.getMessage()]
     expected = (
         "could not ask the server for the exporter's account (TimeoutError); labelling it '$G': "

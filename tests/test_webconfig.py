@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import re
 import shutil
 import ssl
@@ -493,6 +494,32 @@ def test_an_unreadable_web_config_file_is_a_config_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="cannot read the web config file") as caught:
         load_web_config(missing)
     assert caught.value.source == missing
+
+
+def test_the_same_user_twice_is_refused_not_the_last_hash_kept(tmp_path: Path):
+    other_hash = bcrypt.hashpw(b"another-password", bcrypt.gensalt(rounds=4)).decode()
+    path = write_config(tmp_path, f"basic_auth_users:\n  alice: {PASSWORD_HASH}\n  alice: {other_hash}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.source == path
+    assert caught.value.message == "not valid YAML: duplicate key 'alice' at line 3, column 3"
+    assert PASSWORD_HASH not in str(caught.value)
+    assert other_hash not in str(caught.value)
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_deep_nesting_or_a_huge_web_config_is_one_line(tmp_path: Path):
+    fifo = tmp_path / "web.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"cannot read the web config file: not a regular file \(a FIFO\)"):
+        load_web_config(str(fifo))
+    deep = write_config(tmp_path, "basic_auth_users: " + "[" * 50_000)
+    with pytest.raises(ConfigError, match="nested deeper than 32 levels"):
+        load_web_config(deep)
+    huge = tmp_path / "huge.yml"
+    huge.write_bytes(b"#" * (2 * 1024 * 1024))
+    with pytest.raises(ConfigError, match="the web config file is larger than 1024 KiB"):
+        load_web_config(str(huge))
 
 
 def test_the_daemon_exits_2_with_one_line_on_an_invalid_web_config(tmp_path: Path):

@@ -24,6 +24,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
+import random
 import time
 from dataclasses import dataclass
 
@@ -48,6 +50,7 @@ CHAT_STREAM = "COMPANIONS_CHAT"
 CHAT_CONSUMER = "chat-handler"
 CHAT_RESPONSE_ROOT = "ai.chat.response.stream"
 FETCH_WAIT_SECONDS = 1.0
+MAX_PROCESSING_SECONDS = 5.0  # the log-normal tail is cut here, well inside the spec's ack_wait of 30s
 FETCH_RETRY_SECONDS = 1.0  # pause after a failed fetch: a fetch can fail at once, and must not spin
 API_TIMEOUT_SECONDS = 5.0
 
@@ -63,7 +66,10 @@ class HandlerOptions:
     retry_ratio: float = 0.1
     abandon_ratio: float = 0.02
     nak_delay_seconds: float = 1.0
-    processing_seconds: float = 0.05  # simulated work per message, so ack-pending is visible
+    # Simulated work per message, so ack-pending and processing time are visible: log-normal around this
+    # median (spread: its sigma), as real handlers are; 0.06 s and 1.0 give tens of ms to a few seconds.
+    processing_seconds: float = 0.06
+    processing_spread: float = 1.0
     batch: int = 10
     # Fetches failing for this long end the handler: its consumer is gone, not briefly out of reach.
     fetch_grace_seconds: float = 10.0
@@ -74,7 +80,13 @@ class HandlerOptions:
             raise ValueError(
                 "failure, retry and abandon ratios must each be within 0..1 and sum to at most 1"
             )
-        if min(self.nak_delay_seconds, self.processing_seconds, self.fetch_grace_seconds) < 0:
+        delays = (
+            self.nak_delay_seconds,
+            self.processing_seconds,
+            self.processing_spread,
+            self.fetch_grace_seconds,
+        )
+        if min(delays) < 0:
             raise ValueError("delays must not be negative")
         if self.batch < 1:
             raise ValueError("batch must be at least 1")
@@ -117,6 +129,7 @@ class ChatHandler:
         self._domain = domain
         self._max_deliver = -1
         self._fetch_failing_since: float | None = None
+        self._random = random.Random()  # noqa: S311 (simulated work, not cryptography)
         self.stats = HandlerStats()
 
     async def run(self) -> None:
@@ -190,7 +203,7 @@ class ChatHandler:
             fate = message_fate(request_id.encode(), self._options)
         except (ValueError, KeyError):
             payload, request_id, fate = {}, "", FAIL  # undecodable: no retry will fix it
-        await asyncio.sleep(self._options.processing_seconds)
+        await asyncio.sleep(self._processing_seconds())
         if fate == OK or (fate == RETRY and delivery > 1):
             await self._answer(payload, request_id)
             await msg.ack()
@@ -200,6 +213,12 @@ class ChatHandler:
         else:
             await msg.nak(delay=self._options.nak_delay_seconds)
             self.stats.naked += 1
+
+    def _processing_seconds(self) -> float:
+        median, spread = self._options.processing_seconds, self._options.processing_spread
+        if median <= 0:
+            return 0.0
+        return min(self._random.lognormvariate(math.log(median), spread), MAX_PROCESSING_SECONDS)
 
     async def _dead_letter(self, msg: Msg) -> None:
         """Republish to the DLQ, then terminate.

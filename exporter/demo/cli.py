@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from exporter.cli import positive_int
+from exporter.argtypes import positive_int
 from exporter.config import secrets_in, settings_from_args
 from exporter.connection import NatsConnectError, close_quietly, connect_nats
 from exporter.demo.chathandler import HandlerOptions
@@ -20,9 +21,10 @@ from exporter.durations import format_duration, parse_duration
 from exporter.jsapi import JetStreamApi, JetStreamRequestError
 from exporter.logs import configure_logging
 from exporter.natsserver import NatsServerError
-from exporter.settings import NatsSettings
+from exporter.settings import LabelSettings, NatsSettings
 
 DEMO_INTERVAL = "5s"
+DEMO_METADATA_LABELS = ("team",)  # labels.from_metadata of the demo, unless configured
 EXIT_FAILURE = 1
 
 
@@ -129,6 +131,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if getattr(demo_args, "dead_letter_stream", None) is None:
         demo_args.dead_letter_stream = [DEAD_LETTER_STREAM]
     settings = settings_from_args(demo_args)
+    if not settings.labels.from_metadata:
+        # The platform file names each stream's and consumer's team: show it on the *_info series.
+        settings = replace(settings, labels=LabelSettings(from_metadata=DEMO_METADATA_LABELS))
     configure_logging(settings.log, secrets=secrets_in(settings))
     try:
         handler = HandlerOptions(

@@ -7,19 +7,17 @@ without reading a traceback. Optional keys default to the server's own defaults,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from exporter.demo.subjects import subject_problem, subject_within, subjects_overlap
-from exporter.durations import parse_duration
 from exporter.errors import ConfigError
+from exporter.monitoring import Monitoring, consumer_monitoring, stream_monitoring
 from exporter.settings import validate_stream_name
-from exporter.yamlfiles import describe_yaml_error, did_you_mean, unknown_key_message
+from exporter.subjects import subject_problem, subject_within, subjects_overlap
+from exporter.yamlfiles import DocumentReader, describe_type, did_you_mean, parse_yaml, quoted, read_yaml_file
 
 EMBEDDED_PLATFORM = "platform.yaml"
 EMBEDDED_SOURCE = "exporter/demo/platform.yaml (built in)"
@@ -28,6 +26,8 @@ RETENTIONS = ("limits", "interest", "workqueue")
 STORAGES = ("file", "memory")
 ACK_POLICIES = ("explicit", "all", "none")
 DELIVER_POLICIES = ("all", "new", "last", "last_per_subject")
+# Far beyond any sensible redelivery count; bounds what the file can ask of the server.
+MAX_DELIVER_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,7 @@ class StreamSpec:
     max_age_seconds: float = 0.0  # 0: unlimited, as the server counts it
     storage: str = "file"
     replicas: int = 1
+    metadata: tuple[tuple[str, str], ...] = ()  # e.g. team, io.nats.monitor.* thresholds
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class ConsumerSpec:
     ack_wait_seconds: float = 30.0
     max_deliver: int = -1  # -1: unlimited, as the server counts it
     deliver_policy: str = "all"
+    metadata: tuple[tuple[str, str], ...] = ()
+    sample_percent: int = 0  # sample_freq: share of acknowledgements the server reports; 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +110,7 @@ def load_platform(path: Path | None = None) -> PlatformSpec:
     """The platform in ``path``, or the built-in one; ConfigError naming file and key when it is wrong."""
     if path is None:
         return parse_platform(builtin_platform_text(), source=EMBEDDED_SOURCE)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the platform file: {exc.strerror or exc}", source=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("the platform file is not UTF-8 text", source=str(path)) from None
-    return parse_platform(text, source=str(path))
+    return platform_from_document(read_yaml_file(path, what="platform file"), source=str(path))
 
 
 def builtin_platform_text() -> str:
@@ -122,12 +119,13 @@ def builtin_platform_text() -> str:
 
 
 def parse_platform(text: str, *, source: str) -> PlatformSpec:
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(describe_yaml_error(exc), source=source) from None
+    """The platform in the YAML ``text``; ``source`` names it in messages."""
+    return platform_from_document(parse_yaml(text, source=source), source=source)
+
+
+def platform_from_document(document: object, *, source: str) -> PlatformSpec:
     reader = _Reader(source)
-    top = reader.mapping(document, "", allowed=("streams", "consumers"))
+    top = reader.mapping(document, "", ("streams", "consumers"))
     streams = tuple(
         _stream(reader, item, f"streams[{index}]")
         for index, item in enumerate(reader.sequence(top.get("streams"), "streams", required=True))
@@ -145,7 +143,7 @@ def parse_platform(text: str, *, source: str) -> PlatformSpec:
 
 def _stream(reader: _Reader, item: Any, key: str) -> StreamSpec:
     fields = reader.mapping(
-        item, key, allowed=("name", "subjects", "retention", "max_age", "storage", "replicas")
+        item, key, ("name", "subjects", "retention", "max_age", "storage", "replicas", "metadata")
     )
     subjects = reader.subjects(fields.get("subjects"), f"{key}.subjects", required=True)
     if len(set(subjects)) != len(subjects):
@@ -157,6 +155,7 @@ def _stream(reader: _Reader, item: Any, key: str) -> StreamSpec:
         max_age_seconds=reader.duration(fields.get("max_age", 0), f"{key}.max_age"),
         storage=reader.choice(fields.get("storage", "file"), f"{key}.storage", STORAGES),
         replicas=reader.integer(fields.get("replicas", 1), f"{key}.replicas", minimum=1, maximum=5),
+        metadata=reader.metadata(fields.get("metadata", {}), f"{key}.metadata", stream_monitoring),
     )
 
 
@@ -164,7 +163,7 @@ def _consumer(reader: _Reader, item: Any, key: str) -> ConsumerSpec:
     fields = reader.mapping(
         item,
         key,
-        allowed=(
+        (
             "stream",
             "name",
             "durable_name",
@@ -173,13 +172,17 @@ def _consumer(reader: _Reader, item: Any, key: str) -> ConsumerSpec:
             "ack_wait",
             "max_deliver",
             "deliver_policy",
+            "metadata",
+            "sample_freq",
         ),
     )
     name = reader.name(fields.get("name"), f"{key}.name")
     durable = fields.get("durable_name", name)
     if durable != name:
         raise reader.error(f"{key}.durable_name", f"must equal name ({name!r}): the consumer is durable")
-    max_deliver = reader.integer(fields.get("max_deliver", -1), f"{key}.max_deliver", minimum=-1)
+    max_deliver = reader.integer(
+        fields.get("max_deliver", -1), f"{key}.max_deliver", minimum=-1, maximum=MAX_DELIVER_LIMIT
+    )
     if max_deliver == 0:
         raise reader.error(f"{key}.max_deliver", "must be -1 (unlimited) or at least 1")
     return ConsumerSpec(
@@ -192,6 +195,8 @@ def _consumer(reader: _Reader, item: Any, key: str) -> ConsumerSpec:
         deliver_policy=reader.choice(
             fields.get("deliver_policy", "all"), f"{key}.deliver_policy", DELIVER_POLICIES
         ),
+        metadata=reader.metadata(fields.get("metadata", {}), f"{key}.metadata", consumer_monitoring),
+        sample_percent=reader.percent(fields.get("sample_freq", "0%"), f"{key}.sample_freq"),
     )
 
 
@@ -247,79 +252,54 @@ def _check_consumers_fit_streams(platform: PlatformSpec) -> None:
                 )
 
 
-class _Reader:
-    """Typed reads from the parsed YAML, each failing with the file and the key."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(message, source=self.source, key=key or None)
-
-    def mapping(self, value: Any, key: str, *, allowed: Sequence[str]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.error(key, f"expected a mapping with the keys {', '.join(allowed)}")
-        for name in value:
-            if name not in allowed:
-                prefix = f"{key}." if key else ""
-                raise self.error(f"{prefix}{name}", unknown_key_message(str(name), key, allowed))
-        return value
-
-    def sequence(self, value: Any, key: str, *, required: bool) -> list[Any]:
-        if value is None and required:
-            raise self.error(key, "is required")
-        if not isinstance(value, list):
-            raise self.error(key, "expected a list")
-        if required and not value:
-            raise self.error(key, "must not be empty")
-        return value
+class _Reader(DocumentReader):
+    """Typed reads of the platform's names and subjects, with the checks every YAML file shares."""
 
     def name(self, value: Any, key: str) -> str:
         if value is None:
             raise self.error(key, "is required")
         if not isinstance(value, str):
-            raise self.error(key, f"{value!r} is not a valid name: expected a string")
+            raise self.error(key, f"is not a valid name: expected a string, got {describe_type(value)}")
         problem = validate_stream_name(value)
         if problem is not None:
-            raise self.error(key, f"{value!r} is not a valid name: {problem}")
+            raise self.error(key, f"{quoted(value)} is not a valid name: {problem}")
         return value
 
     def subjects(self, value: Any, key: str, *, required: bool = False) -> tuple[str, ...]:
         items = self.sequence(value, key, required=required)
         for index, subject in enumerate(items):
             if not isinstance(subject, str):
-                raise self.error(f"{key}[{index}]", f"expected a subject string, got {subject!r}")
+                raise self.error(
+                    f"{key}[{index}]", f"expected a subject string, got {describe_type(subject)}"
+                )
             problem = subject_problem(subject)
             if problem:
-                raise self.error(f"{key}[{index}]", f"subject {subject!r} {problem}")
+                raise self.error(f"{key}[{index}]", f"subject {quoted(subject)} {problem}")
         return tuple(items)
 
-    def choice(self, value: Any, key: str, choices: Sequence[str]) -> str:
-        if value not in choices:
+    def metadata(
+        self, value: Any, key: str, monitoring: Callable[[Mapping[str, str]], Monitoring]
+    ) -> tuple[tuple[str, str], ...]:
+        """Text keys to text values (whole numbers are written as text); monitoring values must read."""
+        if not isinstance(value, dict):
             raise self.error(
-                key, f"{value!r} is not one of {', '.join(choices)}{did_you_mean(str(value), choices)}"
+                key, f"expected a mapping of metadata keys to values, got {describe_type(value)}"
             )
-        return str(value)
+        metadata: dict[str, str] = {}
+        for name, item in value.items():
+            if not isinstance(name, str) or isinstance(item, bool) or not isinstance(item, str | int):
+                raise self.error(
+                    f"{key}.{name}", f"expected a text or whole-number value, got {describe_type(item)}"
+                )
+            metadata[name] = str(item)
+        problems = monitoring(metadata).problems
+        if problems:
+            raise self.error(key, "; ".join(problems))
+        return tuple(sorted(metadata.items()))
 
-    def integer(self, value: Any, key: str, *, minimum: int, maximum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected a whole number, got {value!r}")
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
-            raise self.error(key, f"must be {bound}, got {value}")
-        return value
-
-    def duration(self, value: Any, key: str, *, positive: bool = False) -> float:
-        if value == 0 and not positive and not isinstance(value, bool):
-            return 0.0
-        if not isinstance(value, str):
-            raise self.error(key, f"expected a duration such as 30s, 5m, 24h or 7d, got {value!r}")
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            raise self.error(key, str(exc)) from None
-        if seconds < 0:
-            raise self.error(key, "must not be negative")
-        if positive and seconds == 0:
-            raise self.error(key, "must be longer than zero")
-        return seconds
+    def percent(self, value: Any, key: str) -> int:
+        """``"25%"`` (or a bare whole number) from 0 to 100, as the server's ``sample_freq`` takes it."""
+        text = str(value).strip().removesuffix("%") if isinstance(value, str | int) else ""
+        if isinstance(value, bool) or not text.isdigit() or int(text) > 100:
+            raise self.error(key, f"must be a percentage from 0% to 100%, not {describe_type(value)}")
+        return int(text)

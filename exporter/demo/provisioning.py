@@ -142,6 +142,7 @@ def stream_config(stream: StreamSpec) -> dict[str, Any]:
         "max_age": round(stream.max_age_seconds * NANOSECONDS),
         "storage": stream.storage,
         "num_replicas": stream.replicas,
+        **({"metadata": dict(stream.metadata)} if stream.metadata else {}),
     }
 
 
@@ -155,6 +156,8 @@ def consumer_config(consumer: ConsumerSpec) -> dict[str, Any]:
         "ack_wait": round(consumer.ack_wait_seconds * NANOSECONDS),
         "max_deliver": consumer.max_deliver,
         "deliver_policy": consumer.deliver_policy,
+        **({"metadata": dict(consumer.metadata)} if consumer.metadata else {}),
+        "sample_freq": f"{consumer.sample_percent}%" if consumer.sample_percent else "",
     }
 
 
@@ -181,6 +184,10 @@ _CONSUMER_FIELDS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], str]]] =
     "ack_wait": (lambda value: int(value or 0), _nanoseconds),
     "max_deliver": (lambda value: int(value or -1), str),
     "deliver_policy": (str, str),
+    "sample_freq": (
+        lambda value: int(str(value or "0").strip().removesuffix("%") or 0),
+        lambda value: f"{value}%",
+    ),
 }
 
 
@@ -197,6 +204,24 @@ def _differences(
     return differences
 
 
+def _metadata_differences(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
+    """Only the keys the platform file sets: the server and other tools keep keys of their own there."""
+    have = current.get("metadata") or {}
+    want = desired.get("metadata") or {}
+    return [
+        f"metadata {key} {have.get(key, '(unset)')} -> {value}"
+        for key, value in sorted(want.items())
+        if have.get(key) != value
+    ]
+
+
+def _with_merged_metadata(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """``desired`` whose metadata keeps the keys it does not set (an update replaces the whole mapping)."""
+    if "metadata" not in desired:
+        return desired
+    return {**desired, "metadata": {**(current.get("metadata") or {}), **desired["metadata"]}}
+
+
 async def _apply_stream(api: JetStreamApi, stream: StreamSpec) -> Outcome:
     desired = stream_config(stream)
     try:
@@ -207,10 +232,12 @@ async def _apply_stream(api: JetStreamApi, stream: StreamSpec) -> Outcome:
         await api.request_json(f"STREAM.CREATE.{stream.name}", desired)
         return Outcome("stream", stream.name, CREATED)
     current = info.get("config", {})
-    differences = _differences(current, desired, _STREAM_FIELDS)
+    differences = _differences(current, desired, _STREAM_FIELDS) + _metadata_differences(current, desired)
     if not differences:
         return Outcome("stream", stream.name, UNCHANGED)
-    await api.request_json(f"STREAM.UPDATE.{stream.name}", {**current, **desired})
+    await api.request_json(
+        f"STREAM.UPDATE.{stream.name}", {**current, **_with_merged_metadata(current, desired)}
+    )
     return Outcome("stream", stream.name, UPDATED, tuple(differences))
 
 
@@ -228,7 +255,7 @@ async def _apply_consumer(api: JetStreamApi, consumer: ConsumerSpec) -> Outcome:
         )
         return Outcome("consumer", label, CREATED)
     current = info.get("config", {})
-    differences = _differences(current, desired, _CONSUMER_FIELDS)
+    differences = _differences(current, desired, _CONSUMER_FIELDS) + _metadata_differences(current, desired)
     if merged_filter_subjects(current) != merged_filter_subjects(desired):
         shown_current = ", ".join(merged_filter_subjects(current)) or "(all)"
         shown_desired = ", ".join(merged_filter_subjects(desired)) or "(all)"
@@ -240,6 +267,11 @@ async def _apply_consumer(api: JetStreamApi, consumer: ConsumerSpec) -> Outcome:
     # One filter lives in either field on the server; sending both is refused.
     updated = {key: value for key, value in current.items() if key != "filter_subject"}
     await api.request_json(
-        create, {"stream_name": consumer.stream, "config": {**updated, **desired}, "action": "update"}
+        create,
+        {
+            "stream_name": consumer.stream,
+            "config": {**updated, **_with_merged_metadata(current, desired)},
+            "action": "update",
+        },
     )
     return Outcome("consumer", label, UPDATED, tuple(differences))

@@ -1,1 +1,1 @@
-"""Helpers shared by the tests, one module per concern (imported as ``support.<module>``)."""
+"""Shared test helpers, one module per concern."""

@@ -1,4 +1,4 @@
-"""Waiting on a condition under a deadline, never with a bare sleep."""
+"""Waiting on a condition with a deadline, instead of sleeping for a guessed time."""
 
 from __future__ import annotations
 

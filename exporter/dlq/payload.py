@@ -1,8 +1,9 @@
 """Decoding and displaying message payloads: MessagePack first, then JSON, UTF-8 text, else hex.
 
-The platform's messages are MessagePack maps (``raw=False``) that may carry raw bytes, such as a voice
-message's ``audio``. People need to read the fields, not megabytes of audio, so bytes are shown as their
-size and digest. Pure functions, no I/O.
+The platform's messages are MessagePack maps that may carry raw bytes, such as a voice message's ``audio``.
+People need to read the fields, not megabytes of audio, so bytes are shown as their size and digest. A
+value that cannot be converted is shown as its raw bytes with a note, so no dead letter, however
+malformed, stops the inspector. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-import msgpack
+from exporter.dlq.unpack import MAX_DEPTH, Undecodable, unpack
 
 # Fields that tie a dead letter to a request and a user in the platform's logs (the spec's common schema).
 CORRELATION_FIELDS: Final = ("request_id", "user_id")
-MAX_DISPLAY_DEPTH: Final = 32
+# One level more than the decoder keeps, so the raw bytes it keeps for the deepest value are shown.
+MAX_DISPLAY_DEPTH: Final = MAX_DEPTH + 1
 DIGEST_CHARS: Final = 16
 HEX_PREVIEW_BYTES: Final = 4096
+RAW_PREVIEW_BYTES: Final = 32  # of a value that could not be converted, shown inline
 ELLIPSIS: Final = "…"
 _TEXT_CONTROLS: Final = frozenset("\t\n\r")
 # Zero-width (non-)joiners are format characters that only shape emoji and scripts: harmless on a terminal.
@@ -40,11 +43,15 @@ class Encoding(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DecodedPayload:
-    """A payload and how it was read; ``value`` is the decoded object, the text, or the raw bytes (hex)."""
+    """A payload and how it was read; ``value`` is the decoded object, the text, or the raw bytes (hex).
+
+    ``note`` says why hex bytes are not MessagePack, e.g. where a declared length runs past the end.
+    """
 
     encoding: Encoding
     value: Any
     size: int
+    note: str | None = None
 
 
 def decode_payload(data: bytes) -> DecodedPayload:
@@ -56,9 +63,10 @@ def decode_payload(data: bytes) -> DecodedPayload:
     size = len(data)
     if not data:
         return DecodedPayload(Encoding.EMPTY, b"", 0)
-    unpacked, is_msgpack = _unpack_msgpack(data)
-    if is_msgpack and isinstance(unpacked, dict | list):
-        return DecodedPayload(Encoding.MSGPACK, unpacked, size)
+    unpacked = unpack(data)
+    is_msgpack = unpacked.problem is None
+    if is_msgpack and isinstance(unpacked.value, dict | list):
+        return DecodedPayload(Encoding.MSGPACK, unpacked.value, size)
     text = _as_text(data)
     if text is not None:
         try:
@@ -66,16 +74,8 @@ def decode_payload(data: bytes) -> DecodedPayload:
         except (ValueError, RecursionError):
             return DecodedPayload(Encoding.TEXT, text, size)
     if is_msgpack:
-        return DecodedPayload(Encoding.MSGPACK, unpacked, size)
-    return DecodedPayload(Encoding.HEX, bytes(data), size)
-
-
-def _unpack_msgpack(data: bytes) -> tuple[Any, bool]:
-    try:
-        # strict_map_key=False: integer keys are valid MessagePack; display turns them into strings.
-        return msgpack.unpackb(data, raw=False, strict_map_key=False), True
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return None, False
+        return DecodedPayload(Encoding.MSGPACK, unpacked.value, size)
+    return DecodedPayload(Encoding.HEX, bytes(data), size, note=f"not MessagePack: {unpacked.problem}")
 
 
 def _as_text(data: bytes) -> str | None:
@@ -95,6 +95,14 @@ def describe_bytes(data: bytes, *, digest_chars: int = DIGEST_CHARS) -> str:
     return f"<{len(data)} bytes sha256:{digest}>"
 
 
+def describe_raw(data: bytes) -> str:
+    """``N bytes`` and their hex, the first ``RAW_PREVIEW_BYTES`` of them and a digest when longer."""
+    if len(data) <= RAW_PREVIEW_BYTES:
+        return f"{len(data)} bytes {data.hex()}"
+    digest = hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
+    return f"{len(data)} bytes {data[:RAW_PREVIEW_BYTES].hex()}{ELLIPSIS} sha256:{digest}"
+
+
 def truncate(text: str, limit: int | None) -> str:
     """``text`` cut to ``limit`` characters, the cut marked with an ellipsis."""
     if limit is None or len(text) <= limit:
@@ -106,15 +114,15 @@ def displayable(value: Any, *, max_string: int | None = None, _depth: int = 0) -
     """A JSON-safe copy of a decoded value: bytes described, strings cut to ``max_string``.
 
     Map keys become strings, non-finite floats become their names (JSON has no NaN), MessagePack
-    timestamps become RFC 3339 and other extension types are described like bytes.
+    timestamps become RFC 3339, and values that could not be converted show their raw bytes and why.
     """
     if _depth >= MAX_DISPLAY_DEPTH:
         return f"<nested deeper than {MAX_DISPLAY_DEPTH} levels>"
     deeper = _depth + 1
-    if isinstance(value, msgpack.Timestamp):
-        return format_timestamp(value.to_unix())
-    if isinstance(value, msgpack.ExtType):  # a namedtuple: checked before the sequences
-        return f"<ext type {value.code}, {describe_bytes(value.data)[1:]}"
+    if isinstance(value, dt.datetime):
+        return format_datetime(value)
+    if isinstance(value, Undecodable):
+        return f"<{value.note}: {describe_raw(value.data)}>"
     if isinstance(value, dict):
         return {
             _display_key(key): displayable(item, max_string=max_string, _depth=deeper)
@@ -139,7 +147,25 @@ def _display_key(key: Any) -> str:
     if isinstance(key, bytes):
         text = _as_text(key)
         return text if text is not None else describe_bytes(key)
-    return json.dumps(displayable(key), ensure_ascii=False)
+    shown = displayable(key)
+    return shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False)
+
+
+def undecodable_count(decoded: DecodedPayload) -> int:
+    """Values shown as raw bytes with a note; a payload that is not MessagePack counts as one."""
+    if decoded.note is not None:
+        return 1
+    count, pending = 0, [decoded.value]
+    while pending:  # no recursion: the decoder bounds the depth, this walk does not rely on it
+        value = pending.pop()
+        if isinstance(value, Undecodable):
+            count += 1
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return count
 
 
 def payload_document(decoded: DecodedPayload, *, max_string: int | None = None) -> Any:
@@ -234,5 +260,9 @@ def _escape(char: str) -> str:
 
 def format_timestamp(unix_seconds: float) -> str:
     """RFC 3339 in UTC with millisecond precision, e.g. ``2026-02-01T19:30:05.123Z``."""
-    moment = dt.datetime.fromtimestamp(unix_seconds, tz=dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_datetime(dt.datetime.fromtimestamp(unix_seconds, tz=dt.UTC))
+
+
+def format_datetime(moment: dt.datetime) -> str:
+    """``moment`` (aware) as RFC 3339 in UTC with millisecond precision."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,5 +1,8 @@
 """NATS subject patterns: validity, overlap and containment, with the server's wildcard semantics.
 
+Shared by the demo's platform file and the dead-letter inspector's flags, so both accept exactly what the
+server accepts.
+
 A subject is dot-separated parts ("tokens" in the NATS docs). ``*`` matches exactly one part; ``>`` matches
 one or more trailing parts and may only come last.
 """
@@ -25,6 +28,11 @@ def subject_problem(pattern: str) -> str | None:
         if part == REST and index != len(parts) - 1:
             return "'>' is only allowed as the last part"
     return None
+
+
+def has_wildcard(pattern: str) -> bool:
+    """True when ``pattern`` matches more than one subject: it cannot be published to."""
+    return any(part in (ONE, REST) for part in pattern.split("."))
 
 
 def subjects_overlap(first: str, second: str) -> bool:
