@@ -197,7 +197,8 @@ class JetStreamSource:
     async def fetch_snapshot(
         self, previous: Snapshot | None, timings: StageTimings | None = None
     ) -> Snapshot:
-        """One cycle, each stage timed. Raises CollectionError; lag and dlq failures are partial."""
+        """One cycle, each stage timed. Raises CollectionError; lag and dlq failures are partial, and on a
+        cluster so are those of account info, stream names, single streams and consumer lists."""
         timings = timings if timings is not None else StageTimings(time.monotonic)
         server = self._server_info()
         clustered = server is not None and bool(server.cluster)
@@ -209,7 +210,7 @@ class JetStreamSource:
         with timings.measure(Stage.ACCOUNT):
             account = await self._account_name()
             # On a cluster INFO is asked alongside STREAM.NAMES, below.
-            single_server_account = None if clustered else await self._fetch_account(account)
+            account_state = None if clustered else await self._fetch_account(account)
         try:
             async with asyncio.TaskGroup() as group:
                 dead_letters_task = group.create_task(
@@ -227,7 +228,6 @@ class JetStreamSource:
                     account_state = await account_task
                 else:
                     inventory = await self._fetch_inventory(account, previous, timings)
-                    account_state = single_server_account or await self._fetch_account(account)
                 lags = await _timed(timings, Stage.LAG, self._measure_lags(inventory))
         except BaseExceptionGroup as exc_group:
             raise _first_collection_error(exc_group) from None
@@ -245,7 +245,7 @@ class JetStreamSource:
         return Snapshot(
             collected_at=collected_at,
             servers=() if server is None else (server,),
-            accounts=(account_state,),
+            accounts=() if account_state is None else (account_state,),
             streams=streams,
             consumers=tuple(consumers),
             dead_letters=dead_letters,
