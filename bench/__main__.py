@@ -7,7 +7,7 @@ Builds N streams x 10 consumers in a real nats-server and measures, side by side
     same bytes (both in their own processes);
 (d) the exporter process's peak RSS;
 (e) JetStream API requests per cycle with 1 and with 8 scrapers (read from the server's own counter);
-(f) the full cycle at 2N x 10 against N x 10.
+(f) the growth of the cycle over its floor from one size to the next (--streams takes several sizes).
 Prints a table of figures and ratios against the targets; --output writes it to a file as well.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -224,8 +225,13 @@ async def last_success(session: aiohttp.ClientSession, url: str) -> float | None
     return None
 
 
-async def requests_per_cycle(nc: Client, metrics_url: str, scrapers: int, cycles: int) -> float:
-    """API requests between consecutive completed cycles, read from the server's api.total counter."""
+async def requests_per_cycle(
+    nc: Client, metrics_url: str, scrapers: int, cycles: int, within_seconds: float
+) -> float:
+    """API requests between consecutive completed cycles, read from the server's api.total counter.
+
+    NaN when fewer than ``cycles`` completed within ``within_seconds`` (a machine too busy for the deadline).
+    """
     stop = asyncio.Event()
 
     async def hammer(session: aiohttp.ClientSession) -> None:
@@ -236,10 +242,11 @@ async def requests_per_cycle(nc: Client, metrics_url: str, scrapers: int, cycles
     async with aiohttp.ClientSession() as session:
         load = [asyncio.create_task(hammer(session)) for _ in range(scrapers)]
         try:
-            counts = []
+            counts: list[int] = []
             seen = await last_success(session, metrics_url)
             start_total: int | None = None
-            while len(counts) < cycles:
+            deadline = time.monotonic() + within_seconds
+            while len(counts) < cycles and time.monotonic() < deadline:
                 current = await last_success(session, metrics_url)
                 if current != seen:
                     seen = current
@@ -252,71 +259,112 @@ async def requests_per_cycle(nc: Client, metrics_url: str, scrapers: int, cycles
         finally:
             stop.set()
             await asyncio.gather(*load, return_exceptions=True)
-    return statistics.median(counts)
+    return statistics.median(counts) if len(counts) == cycles else math.nan
 
 
-async def run(streams: int, repeats: int, scrapes: int, results: Results) -> None:
+@dataclass(frozen=True)
+class SizeResult:
+    streams: int
+    cycles: Cycles
+    rss_mb: float
+    p99_ratio: float
+
+
+def consumers_at(streams: int) -> int:
+    return streams * CONSUMERS_PER_STREAM
+
+
+async def run(sizes: list[int], repeats: int, scrapes: int, results: Results) -> None:
     settings = Settings(
-        collection=CollectionSettings(concurrency=CONCURRENCY, deadline_seconds=120, interval_seconds=300)
+        collection=CollectionSettings(concurrency=CONCURRENCY, deadline_seconds=600, interval_seconds=900)
     )
-    with NatsServerProcess(jetstream_max_memory="4GB", server_name="bench") as server:
+    measured: list[SizeResult] = []
+    with NatsServerProcess(jetstream_max_memory="8GB", server_name="bench") as server:
         nc = await nats.connect(server.url)
         try:
-            started = time.perf_counter()
-            await build_streams(nc, 0, streams)
-            results.add(
-                f"built {streams} streams x {CONSUMERS_PER_STREAM} consumers "
-                f"in {time.perf_counter() - started:.1f}s"
-            )
-
-            cycles = await side_by_side(nc, settings, repeats)
-            floor, cycle = cycles.floor, cycles.steady
-            size = await full_cycle(nc, settings, Renderer())
-            results.add(
-                f"(a) floor: bare paged raw-JSON fetch           {floor:8.3f} s (median of {repeats})"
-            )
-            results.add(
-                f"(b) exporter full cycle (fetch+render+gzip)    {cycle:8.3f} s ({size / 1e6:.1f} MB text)"
-            )
-            results.add(
-                f"    ratio (b)/(a) = {cycle / floor:.2f}   target <= 2.0   {verdict(cycle / floor <= 2.0)}"
-            )
-            results.add(
-                f"    every series changed since the last cycle   {cycles.changed:.3f} s, "
-                f"ratio {cycles.changed / floor:.2f}   {verdict(cycles.changed / floor <= 2.0)}"
-            )
-            results.add(
-                f"    first cycle after start (cold label cache)  {cycles.first:.3f} s, "
-                f"ratio {cycles.first / floor:.2f}"
-            )
-
-            await scrape_and_rss(nc, server, streams, scrapes, results)
-
-            started = time.perf_counter()
-            await build_streams(nc, streams, streams)
-            results.add(f"built {streams} more streams in {time.perf_counter() - started:.1f}s")
-            doubled = await side_by_side(nc, settings, repeats)
-            floor_double, cycle_double = doubled.floor, doubled.steady
-            ratio = cycle_double / cycle
-            results.add(f"(f) full cycle at {2 * streams} x 10               {cycle_double:8.3f} s")
-            # The server's own cost per request grows with the number of streams, so the floor is printed
-            # too: a cycle ratio near the floor's is the server's scaling, not the exporter's.
-            results.add(
-                f"    floor at {2 * streams} x 10 {floor_double:.3f} s: "
-                f"floor ratio {floor_double / floor:.2f}, "
-                f"(b) at {2 * streams} over its floor {cycle_double / floor_double:.2f}"
-            )
-            results.add(f"    ratio (f) = {ratio:.2f}   target <= 2.2   {verdict(ratio <= 2.2)}")
+            built = 0
+            for streams in sizes:
+                started = time.perf_counter()
+                await build_streams(nc, built, streams - built)
+                built = streams
+                results.add(
+                    f"## {streams} streams x {CONSUMERS_PER_STREAM} consumers "
+                    f"(built in {time.perf_counter() - started:.1f}s)"
+                )
+                measured.append(await measure_size(nc, server, settings, streams, repeats, scrapes, results))
+                # (e) once: the count is a formula of N, and the cycles it waits for are long at scale
+                if streams == sizes[0]:
+                    await count_requests(nc, server, streams, results)
         finally:
             await nc.close()
+    summarize(measured, results)
 
 
-async def scrape_and_rss(
-    nc: Client, server: NatsServerProcess, streams: int, scrapes: int, results: Results
-) -> None:
-    port, bare_port = free_port(), free_port()
-    interval = "10s"
-    exporter = subprocess.Popen(
+async def measure_size(  # noqa: PLR0917 (one bench step: every argument is the run's own)
+    nc: Client,
+    server: NatsServerProcess,
+    settings: Settings,
+    streams: int,
+    repeats: int,
+    scrapes: int,
+    results: Results,
+) -> SizeResult:
+    cycles = await side_by_side(nc, settings, repeats)
+    floor, cycle = cycles.floor, cycles.steady
+    size = await full_cycle(nc, settings, Renderer())
+    results.add(f"(a) floor: bare paged raw-JSON fetch           {floor:8.3f} s (median of {repeats})")
+    results.add(f"(b) exporter full cycle (fetch+render+gzip)    {cycle:8.3f} s ({size / 1e6:.1f} MB text)")
+    results.add(f"    ratio (b)/(a) = {cycle / floor:.2f}   target <= 1.5   {verdict(cycle / floor <= 1.5)}")
+    results.add(
+        f"    every series changed since the last cycle   {cycles.changed:.3f} s, "
+        f"ratio {cycles.changed / floor:.2f}   {verdict(cycles.changed / floor <= 1.5)}"
+    )
+    results.add(
+        f"    first cycle after start (cold label cache)  {cycles.first:.3f} s, "
+        f"ratio {cycles.first / floor:.2f}"
+    )
+    # The daemon's interval and deadline follow the measured cycle, so that it completes several cycles
+    # (steady-state memory, not only the first) without being cut off on a busy machine.
+    interval = max(20, math.ceil(6 * cycles.changed))
+    rss, p99_ratio = await scrape_and_rss(server, streams, scrapes, interval, results)
+    return SizeResult(streams, cycles, rss, p99_ratio)
+
+
+def summarize(measured: list[SizeResult], results: Results) -> None:
+    """The table across sizes and the growth of the exporter's own share between consecutive sizes."""
+    results.add("## summary")
+    results.add(
+        "| streams x 10 | floor s | cycle s | cycle/floor | changed/floor | peak RSS MB | p99 ratio |"
+    )
+    results.add("|---|---|---|---|---|---|---|")
+    for size in measured:
+        c = size.cycles
+        results.add(
+            f"| {size.streams} | {c.floor:.3f} | {c.steady:.3f} | {c.steady / c.floor:.2f} | "
+            f"{c.changed / c.floor:.2f} | {size.rss_mb:.0f} | {size.p99_ratio:.2f} |"
+        )
+    for small, large in itertools.pairwise(measured):
+        growth = (large.cycles.steady / large.cycles.floor) / (small.cycles.steady / small.cycles.floor)
+        # the exporter's own seconds per consumer (cycle minus floor): flat when its share grows linearly
+        own_small = (small.cycles.steady - small.cycles.floor) / consumers_at(small.streams) * 1e6
+        own_large = (large.cycles.steady - large.cycles.floor) / consumers_at(large.streams) * 1e6
+        results.add(
+            f"(f) {large.streams} over {small.streams}: cycle/floor grows {growth:.2f}x "
+            f"(target <= 1.15)   {verdict(growth <= 1.15)}; exporter's own share "
+            f"{own_small:.1f} -> {own_large:.1f} us per consumer; the floor grows "
+            f"{large.cycles.floor / small.cycles.floor:.2f}x for {large.streams / small.streams:.1f}x streams"
+        )
+    largest = measured[-1]
+    results.add(
+        f"(d) peak RSS at {largest.streams} x 10: {largest.rss_mb:.0f} MB "
+        f"({largest.rss_mb * 1024 / consumers_at(largest.streams):.1f} KB per consumer)"
+        f"   target <= 300 MB at 10000 x 10   {verdict(largest.rss_mb <= 300)}"
+    )
+
+
+def start_exporter(server: NatsServerProcess, port: int, interval: int) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "NATS_EXPORTER_DEADLINE": f"{interval * 3 // 4}s"}
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -326,15 +374,44 @@ async def scrape_and_rss(
             "--web.listen-address",
             f"127.0.0.1:{port}",
             "--interval",
-            interval,
+            f"{interval}s",
             "--log-level",
             "warning",
         ],
         stdin=subprocess.DEVNULL,
+        env=environment,
     )
+
+
+async def count_requests(nc: Client, server: NatsServerProcess, streams: int, results: Results) -> None:
+    port = free_port()
+    interval = 20
+    exporter = start_exporter(server, port, interval)
     try:
         metrics_url = f"http://127.0.0.1:{port}/metrics"
-        await wait_http(f"http://127.0.0.1:{port}/readyz", 120)
+        await wait_http(f"http://127.0.0.1:{port}/readyz", 300)
+        one = await requests_per_cycle(nc, metrics_url, 1, 3, 8 * interval)
+        eight = await requests_per_cycle(nc, metrics_url, SCRAPERS, 3, 8 * interval)
+        expected = 1 + math.ceil(streams / PAGE) + streams
+        results.add(
+            f"(e) JetStream API requests per cycle: 1 scraper {one:.0f}, {SCRAPERS} scrapers {eight:.0f}; "
+            f"1 + ceil(N/256) + N = {expected}   {verdict(one == eight == expected)}"
+        )
+    finally:
+        stop_process(exporter)
+
+
+async def scrape_and_rss(
+    server: NatsServerProcess, streams: int, scrapes: int, interval: int, results: Results
+) -> tuple[float, float]:
+    """(c) and (d): the daemon as its own process, its /metrics against a bare server of the same bytes."""
+    port, bare_port = free_port(), free_port()
+    exporter = start_exporter(server, port, interval)
+    # Larger bodies take longer per request: about the same bytes are moved at every size.
+    scrapes = max(SCRAPERS * 30, scrapes * 1000 // streams)
+    try:
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        await wait_http(f"http://127.0.0.1:{port}/readyz", 600)
         async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
             body = await response.read()
         with tempfile.NamedTemporaryFile(suffix=".prom", delete=False) as handle:
@@ -364,22 +441,37 @@ async def scrape_and_rss(
         results.add(f"    bare     p50 {b50:7.2f} ms  p99 {b99:7.2f} ms")
         results.add(f"    p99 ratio = {p99 / b99:.2f}   target <= 1.5   {verdict(p99 / b99 <= 1.5)}")
 
-        one = await requests_per_cycle(nc, metrics_url, 1, 3)
-        eight = await requests_per_cycle(nc, metrics_url, SCRAPERS, 3)
-        expected = 1 + math.ceil(streams / PAGE) + streams
-        results.add(
-            f"(e) JetStream API requests per cycle: 1 scraper {one:.0f}, {SCRAPERS} scrapers {eight:.0f}; "
-            f"1 + ceil(N/256) + N = {expected}   {verdict(one == eight == expected)}"
-        )
+        await wait_cycles(metrics_url, 2, interval)
         rss = peak_rss_mb(exporter.pid)
-        results.add(f"(d) exporter peak RSS {rss:.0f} MB   target <= 150 MB   {verdict(rss <= 150)}")
+        results.add(
+            f"(d) exporter peak RSS {rss:.0f} MB after at least 3 cycles "
+            f"({rss * 1024 / consumers_at(streams):.1f} KB per consumer, interval {interval}s)"
+        )
     finally:
         stop_process(exporter)
+    return rss, p99 / b99
+
+
+async def wait_cycles(metrics_url: str, cycles: int, interval: int) -> None:
+    """Until the daemon completed ``cycles`` more cycles: its peak includes steady state, not only start."""
+    async with aiohttp.ClientSession() as session:
+        seen = await last_success(session, metrics_url)
+        deadline = time.monotonic() + (cycles + 1) * interval * 2
+        while cycles and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            current = await last_success(session, metrics_url)
+            if current != seen:
+                seen, cycles = current, cycles - 1
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=1000, help="N streams (each with 10 consumers)")
+    parser.add_argument(
+        "--streams",
+        type=lambda text: sorted({int(part) for part in text.split(",")}),
+        default=[1000, 2000],
+        help="comma-separated stream counts (each stream with 10 consumers), measured in one run",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of (a) and (b)")
     parser.add_argument("--scrapes", type=int, default=2400, help="scrape requests per server for (c)")
     parser.add_argument("--output", type=Path, help="also write the results to this file")
@@ -390,7 +482,7 @@ def main() -> None:
         f"Python {platform.python_version()}, {platform.machine()}"
     )
     results.add(
-        f"# command: python -m bench --streams {args.streams} --repeats {args.repeats} "
+        f"# command: python -m bench --streams {','.join(map(str, args.streams))} --repeats {args.repeats} "
         f"--scrapes {args.scrapes}"
     )
     asyncio.run(run(args.streams, args.repeats, args.scrapes, results))

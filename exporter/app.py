@@ -27,7 +27,7 @@ from exporter.intake import EventIntake
 from exporter.jsapi import DeniedSubjects
 from exporter.logs import StateLog
 from exporter.memory import fix_mmap_threshold
-from exporter.metrics import Renderer
+from exporter.metrics import Renderer, Rendering
 from exporter.scope import ScopedSource
 from exporter.server import Body, Exposition, ExpositionCache
 from exporter.serving import WebServer
@@ -52,14 +52,15 @@ SourceFactory = Callable[[Client, Settings, DeniedSubjects], SnapshotSource]
 async def build_exposition(
     renderer: Renderer, snapshot: Snapshot | None, health: ExporterHealth
 ) -> Exposition:
-    """A cycle's whole rendering cost, off the event loop: both formats, then both compressed at once
-    (zlib releases the GIL, so the two compressions use both cores)."""
-    rendering = await asyncio.to_thread(renderer.render, snapshot, health)
-    text, openmetrics = await asyncio.gather(
-        asyncio.to_thread(Body.of, rendering.text_chunks()),
-        asyncio.to_thread(Body.of, rendering.openmetrics_chunks()),
+    """A cycle's whole rendering cost, off the event loop: the families whose lines changed are rendered
+    and compressed once for both formats, then each format's gzip body is assembled from the pieces."""
+    return await asyncio.to_thread(lambda: _exposition_of(renderer.render(snapshot, health)))
+
+
+def _exposition_of(rendering: Rendering) -> Exposition:
+    return Exposition(
+        Body.from_segments(rendering.text_segments()), Body.from_segments(rendering.openmetrics_segments())
     )
-    return Exposition(text, openmetrics)
 
 
 class ExporterApp:
@@ -104,9 +105,7 @@ class ExporterApp:
         self._port = 0
         self._renderer = renderer if renderer is not None else Renderer(families=rendered_families(settings))
         initial = self._renderer.render(None, self._health())
-        self._cache = ExpositionCache(
-            Exposition(Body.of(initial.text_chunks()), Body.of(initial.openmetrics_chunks()))
-        )
+        self._cache = ExpositionCache(_exposition_of(initial))
 
     @property
     def port(self) -> int:

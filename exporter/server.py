@@ -7,46 +7,41 @@ write, never a NATS request or a render, however many Prometheus replicas scrape
 from __future__ import annotations
 
 import html
-import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from exporter import __version__
+from exporter.gzipsegments import Segment, gzip_of, plain_chunks
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-# Compressed once per cycle. Measured on 14.5 MB of exposition (1,000 streams x 10 consumers): level 1
-# takes 22 ms for 541 KB, level 3 37 ms for the same size, level 6 69 ms for 496 KB.
-GZIP_LEVEL = 1
-GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip container, as Content-Encoding: gzip requires
-
-
-def compress(chunks: Sequence[bytes]) -> bytes:
-    """gzip of the concatenated chunks, without a timestamp so equal expositions compress alike.
-
-    Streams the chunks through one compressor: no joined copy of the exposition is ever made.
-    """
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-    return b"".join([*(compressor.compress(chunk) for chunk in chunks), compressor.flush()])
 
 
 @dataclass(frozen=True, slots=True)
 class Body:
-    """A response body kept as chunks (the two formats share their sample chunks), and its gzip form."""
+    """A response body kept compressed only: its gzip form, and the pieces it was assembled from.
 
-    chunks: tuple[bytes, ...]
+    The two formats share the segments of their sample lines. A scraper that does not accept gzip gets
+    the pieces decompressed one at a time, so no plain copy of the exposition is ever held.
+    """
+
+    segments: tuple[Segment, ...]
     gzip: bytes
+    length: int
 
     @classmethod
     def of(cls, chunks: Sequence[bytes]) -> Body:
-        return cls(tuple(chunks), compress(chunks))
+        return cls.from_segments([Segment.of(chunk) for chunk in chunks if chunk])
 
-    @property
-    def length(self) -> int:
-        return sum(len(chunk) for chunk in self.chunks)
+    @classmethod
+    def from_segments(cls, segments: Sequence[Segment]) -> Body:
+        return cls(tuple(segments), gzip_of(segments), sum(segment.length for segment in segments))
+
+    def chunks(self) -> Iterator[bytes]:
+        return plain_chunks(self.segments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +134,7 @@ def build_web_app(
         response = web.StreamResponse(headers=headers)
         response.content_length = body.length
         await response.prepare(request)
-        for chunk in body.chunks:
+        for chunk in body.chunks():
             await response.write(chunk)
         await response.write_eof()
         return response
