@@ -803,7 +803,7 @@ FAMILIES: tuple[Family[Any], ...] = (
     ),
     # end-to-end probe
     Family(
-        "nats_probe_up", GAUGE, PROBE, "the probe stream (setting probe.stream)",
+        "nats_probe_up", GAUGE, PROBE, "exporter probe",
         "1 when the last end-to-end probe succeeded: a message published to the probe stream was "
         "acknowledged and read back through the probe's consumer; 0 when it failed or none has finished yet",
         lambda p: 1 if p.up else 0, absent_when="probe.enabled is false",
