@@ -203,15 +203,25 @@ class Probe:
             await js.publish(
                 settings.subject, token, timeout=settings.timeout_seconds, stream=settings.stream
             )
-        except nats.errors.NoRespondersError:
-            # No stream stores the subject any more (a memory stream lost in a restart, a deleted stream).
-            raise ProbeFailedError(
-                ProbeStage.PUBLISH, f"no stream stores {settings.subject}", set_up_again=True
-            ) from None
+        except nats.js.errors.NoStreamResponseError:
+            # Nobody answered: the stream is gone (deleted), or it has no leader (no quorum). Only a gone
+            # stream needs the set-up again; a leaderless one stays a publish failure until it recovers.
+            missing = await self._stream_missing(js)
+            reason = "the probe stream is missing" if missing else "the probe stream has no leader"
+            raise ProbeFailedError(ProbeStage.PUBLISH, reason, set_up_again=missing) from None
         except nats.js.errors.APIError as exc:
             raise ProbeFailedError(
                 ProbeStage.PUBLISH, f"{settings.stream} refused the message: {exc}"
             ) from None
+
+    async def _stream_missing(self, js: JetStreamContext) -> bool:
+        try:
+            await js.stream_info(self._settings.stream)
+        except nats.js.errors.NotFoundError:
+            return True
+        except (nats.errors.Error, TimeoutError):  # no answer, or JetStream unavailable: no quorum
+            return False
+        return False
 
     def _failed(self, stage: ProbeStage, message: str, *, set_up_again: bool) -> None:
         self._up = False

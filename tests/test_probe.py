@@ -114,6 +114,19 @@ async def test_the_probe_fails_while_the_server_is_down_and_recovers_after_its_r
     assert changes[-1].startswith("probe succeeded")
 
 
+async def test_a_deleted_probe_stream_fails_one_probe_then_is_created_again(nc: Client) -> None:
+    probe = new_probe()
+    try:
+        assert await probe.run(nc)
+        await nc.jetstream().delete_stream(PROBE.stream)
+        assert not await probe.run(nc)
+        assert probe.health().failures == no_failures_but(publish=1)
+        assert await probe.run(nc)
+    finally:
+        await probe.close()
+    assert (await nc.jetstream().stream_info(PROBE.stream)).state.messages == 1
+
+
 async def test_without_a_connection_the_probe_fails_at_connect() -> None:
     probe = new_probe()
     assert not await probe.run(None)
