@@ -99,6 +99,7 @@ class Probe:
         self._reconnects = 0
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._set_up_again = False  # the last failure may have lost the stream or the consumer
+        self._stage = ProbeStage.CONNECT  # the stage the current run has reached
 
     def health(self) -> ProbeHealth:
         return ProbeHealth(
@@ -110,20 +111,21 @@ class Probe:
 
     async def run(self, nc: Client | None) -> bool:
         """One probe on ``nc``, bounded by ``probe.timeout``; True when the message came back."""
-        progress = [ProbeStage.CONNECT]  # the stage reached, for a timeout to be counted where it struck
         timeout = self._settings.timeout_seconds
+        self._stage = ProbeStage.CONNECT
         try:
             async with asyncio.timeout(timeout):
-                await self._probe(nc, progress)
+                await self._probe(nc)
         except ProbeFailedError as failure:
             self._failed(failure.stage, str(failure), set_up_again=failure.set_up_again)
         except TimeoutError:
-            # The read-back may have lost its consumer (a restart, an election): set it up again.
-            stage = progress[-1]
+            # Counted where it struck. A publish without answer is a leaderless stream, which recovers by
+            # itself; any other stage may have lost the stream or the consumer: set them up again.
+            stage = self._stage
             self._failed(stage, f"no answer within {timeout:g}s", set_up_again=stage != ProbeStage.PUBLISH)
         except Exception as exc:  # whatever NATS raises is a failed probe, never a crash
             log.debug("probe failed unexpectedly", exc_info=True)
-            self._failed(progress[-1], f"{type(exc).__name__}: {exc}", set_up_again=True)
+            self._failed(self._stage, f"{type(exc).__name__}: {exc}", set_up_again=True)
         else:
             self._up = True
             self._state_log.enter("ok", logging.INFO, "probe succeeded: stream %s", self._settings.stream)
@@ -133,18 +135,18 @@ class Probe:
         """Stop reading from the consumer (the server removes it once it has been inactive)."""
         await self._drop_subscription()
 
-    async def _probe(self, nc: Client | None, progress: list[ProbeStage]) -> None:
+    async def _probe(self, nc: Client | None) -> None:
         if nc is None or not nc.is_connected:
             raise ProbeFailedError(ProbeStage.CONNECT, "not connected to NATS", set_up_again=True)
         js = nc.jetstream(domain=self._domain, timeout=self._settings.timeout_seconds)
-        progress.append(ProbeStage.SETUP)
+        self._stage = ProbeStage.SETUP
         subscription = await self._set_up(nc, js)
-        progress.append(ProbeStage.PUBLISH)
+        self._stage = ProbeStage.PUBLISH
         token = f"{self._token_prefix}.{next(self._run_numbers)}".encode()
         started = self._timer()
         await self._publish(js, token)
         self._publish_ack.observe(self._timer() - started)
-        progress.append(ProbeStage.RECEIVE)
+        self._stage = ProbeStage.RECEIVE
         while True:  # messages of other exporters or of earlier runs are skipped; the timeout bounds this
             messages = await subscription.fetch(batch=1, timeout=self._settings.timeout_seconds)
             if any(message.data == token for message in messages):

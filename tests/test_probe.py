@@ -197,3 +197,33 @@ async def test_a_disabled_probe_exports_nothing(nats_server: NatsServerProcess) 
         assert not [name for name, _ in samples if name.startswith("nats_probe_")]
     finally:
         await app.stop()
+
+
+async def test_a_failing_probe_leaves_collection_up(nats_server: NatsServerProcess, nc: Client) -> None:
+    await nc.jetstream().add_stream(
+        StreamConfig(name=PROBE.stream, subjects=[PROBE.subject], max_msgs=1, discard=DiscardPolicy.NEW)
+    )
+    await nc.jetstream().publish(PROBE.subject, b"filler")
+    settings = Settings(
+        nats=NatsSettings(servers=(nats_server.url,)),
+        web=WebSettings(listen_address="127.0.0.1:0"),
+        collection=CollectionSettings(
+            interval_seconds=0.5, deadline_seconds=0.4, request_timeout_seconds=0.4
+        ),
+        probe=PROBE,
+    )
+    app = ExporterApp(settings)
+    await app.start()
+    try:
+
+        async def probe_failed_twice() -> bool:
+            _, samples = await scrape(app.port)
+            return (sample(samples, "nats_probe_failures_total", stage="publish") or 0) >= 2
+
+        await wait_for(probe_failed_twice, timeout=20, message="two failed probes in /metrics")
+        _, samples = await scrape(app.port)
+        assert sample(samples, "nats_probe_up") == 0
+        assert sample(samples, "nats_up") == 1
+        assert sample(samples, "nats_probe_round_trip_seconds_count") == 0
+    finally:
+        await app.stop()
