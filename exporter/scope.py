@@ -16,6 +16,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from exporter.cluster_source import ClusterSource
+from exporter.collectionplan import CollectionPlan
 from exporter.jsapi import DeniedSubjects
 from exporter.settings import Settings
 from exporter.snapshot import Snapshot
@@ -97,6 +98,7 @@ class ScopedSource:
         self._nc = nc
         self._settings = settings
         self._denied = denied
+        self._plan = CollectionPlan(settings)
         self._source: JetStreamSource | ClusterSource | None = None
 
     @property
@@ -117,4 +119,6 @@ class ScopedSource:
                 if scope == CLUSTER
                 else JetStreamSource(self._nc, self._settings, self._denied)
             )
-        return await self._source.fetch_snapshot(previous, timings)
+        # One place for both sources: what they read is shaped the same way before it is exported.
+        snapshot = await self._source.fetch_snapshot(self._plan.unshaped(previous), timings)
+        return self._plan.shape(snapshot)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import nats.errors
 from nats.aio.client import Client
 
+from exporter.collectionplan import CollectionPlan
 from exporter.jsapi import (
     JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
     NO_MESSAGE_FOUND,
@@ -145,6 +146,7 @@ class JetStreamSource:
         self._nc = nc
         self._clock = clock  # wall time a cycle's data is dated with (lag is measured against it)
         self._settings = settings
+        self._plan = CollectionPlan(settings)
         self._request_timeout = settings.collection.deadline_seconds * REQUEST_TIMEOUT_SHARE
         self._api = JetStreamApi(
             nc, domain=settings.nats.domain, timeout_seconds=self._request_timeout, denied=denied
@@ -256,7 +258,6 @@ class JetStreamSource:
         self, account: str, previous: Snapshot | None, timings: StageTimings
     ) -> _Inventory:
         """Every selected stream and its consumers; consumer lists start while stream pages still arrive."""
-        selected = self._settings.filters.stream_selected
         inventory = _Inventory()
         unavailable_streams: list[str] = []
         listings: dict[str, asyncio.Task[_ConsumerListing | None]] = {}
@@ -270,7 +271,7 @@ class JetStreamSource:
                         )
                         for info in page.items:
                             name = info["config"]["name"]
-                            if name in inventory.streams or not selected(name):
+                            if name in inventory.streams or not self._plan.stream_selected(account, name):
                                 continue
                             inventory.streams[name] = parse_stream_state(info, account, self._label_keys)
                             listings[name] = group.create_task(self._fetch_consumers(name, account, timings))
@@ -357,7 +358,7 @@ class JetStreamSource:
         self, account: str, previous: Snapshot | None
     ) -> tuple[tuple[DeadLetterState, ...], str | None]:
         """Every configured dead-letter stream, and the first failure, if any (then its last value stays)."""
-        names = self._settings.dead_letter_streams
+        names = self._plan.dead_letter_streams(account, self._settings.dead_letter_streams)
         if not names:
             return (), None
         async with asyncio.TaskGroup() as group:
@@ -423,7 +424,7 @@ class JetStreamSource:
     async def _measure_lags(self, inventory: _Inventory) -> _LagResults:
         """Oldest unacknowledged message time of every lagging consumer, within the per-cycle cap."""
         results = _LagResults()
-        lagging = [consumer for consumer in inventory.consumers if consumer.lag_seconds is None]
+        lagging = [c for c in inventory.consumers if c.lag_seconds is None and self._plan.lag_wanted(c)]
         if not lagging:
             return results
         chosen = self._choose_within_cap(lagging, results)
