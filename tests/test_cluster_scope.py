@@ -15,6 +15,7 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
+from spec_platform import publish_when_routed
 
 from exporter.cluster_source import JSZ_SUBJECT, ClusterSource
 from exporter.natsserver import NatsServerProcess, free_port
@@ -76,7 +77,8 @@ async def _provision(url: str) -> None:
         for stream, replicas in ((f"{account}_R3", 3), (f"{account}_R1", 1)):
             await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"], num_replicas=replicas))
             for index in range(5):
-                await js.publish(f"{stream}.m", f"{index}".encode())
+                # The stream was created a moment ago: its interest may not have reached this server yet.
+                await publish_when_routed(nc, f"{stream}.m", f"{index}".encode())
             for consumer in ("work", "audit")[: 2 if replicas == 3 else 1]:
                 await js.add_consumer(stream, ConsumerConfig(durable_name=consumer, ack_policy="explicit"))
         await nc.close()
