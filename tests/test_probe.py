@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import nats
 import pytest
@@ -15,7 +16,7 @@ from support.scraping import sample, scrape
 from support.waiting import wait_for
 
 from exporter.app import ExporterApp
-from exporter.natsserver import NatsServerProcess
+from exporter.natsserver import NatsCluster, NatsServerProcess
 from exporter.probe import Probe
 from exporter.settings import CollectionSettings, NatsSettings, ProbeSettings, Settings, WebSettings
 from exporter.stages import ProbeStage
@@ -125,6 +126,40 @@ async def test_a_deleted_probe_stream_fails_one_probe_then_is_created_again(nc: 
     finally:
         await probe.close()
     assert (await nc.jetstream().stream_info(PROBE.stream)).state.messages == 1
+
+
+async def test_a_replicated_probe_stream_without_quorum_fails_at_publish_then_recovers(
+    tmp_path: Path,
+) -> None:
+    settings = replace(PROBE, storage="file", replicas=3, timeout_seconds=5.0)
+    with NatsCluster(tmp_path) as cluster:
+        cluster.start()
+        kept, *stopped = cluster.members
+        # Connected to one member only, so that the client stays on the member that keeps running.
+        nc = await nats.connect(kept.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+        probe = new_probe(settings)
+        try:
+            # The first set-up may wait for the new cluster to place an R3 stream.
+            await wait_for(lambda: probe.run(nc), timeout=30, message="a first successful R3 probe")
+            before = failures(probe)
+            for member in stopped:
+                member.stop()
+
+            async def failed() -> bool:
+                return not await probe.run(nc)
+
+            await wait_for(failed, timeout=30, message="a failed probe without quorum")
+            assert await failed()  # and the next one fails the same way
+            after = failures(probe)
+            assert not probe.health().up
+            assert after[ProbeStage.PUBLISH] - before[ProbeStage.PUBLISH] >= 2
+            assert after == {**before, ProbeStage.PUBLISH: after[ProbeStage.PUBLISH]}  # only publish failed
+            for member in stopped:
+                member.start()
+            await wait_for(lambda: probe.run(nc), timeout=60, message="the probe to recover with its quorum")
+        finally:
+            await probe.close()
+            await nc.close()
 
 
 async def test_without_a_connection_the_probe_fails_at_connect() -> None:
