@@ -36,7 +36,10 @@ from promstack import (
     address,
     alertmanager_process,
     base_url,
+    find_rule,
     prometheus_process,
+    rules_for_the_test,
+    shipped_rule_files,
 )
 
 from exporter.app import ExporterApp
@@ -52,7 +55,6 @@ from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(150)]
 
-ALERTS_DIR = Path(__file__).resolve().parents[1] / "alerts"
 DEAD_LETTER_STREAM = "AI_DLQ"
 DEAD_LETTER_SUBJECT = "ai.dlq.chat"
 DEAD_LETTER_ALERT = "NatsDeadLetterQueueNotEmpty"  # alerts/nats-jetstream.rules.yml
@@ -75,44 +77,6 @@ class Stack:
     receiver: WebhookReceiver
     rule_files: list[Path]
     dead_letter_rule: dict[str, Any]
-
-
-def shipped_rule_files() -> list[Path]:
-    """The Prometheus rule files in alerts/ (promtool's unit-test files have no `groups`)."""
-    files = []
-    for path in sorted(ALERTS_DIR.rglob("*.y*ml")):
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if isinstance(content, dict) and "groups" in content:
-            files.append(path)
-    return files
-
-
-def find_rule(rule_files: list[Path], alert: str) -> dict[str, Any]:
-    for path in rule_files:
-        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
-            for rule in group["rules"]:
-                if rule.get("alert") == alert:
-                    found: dict[str, Any] = rule
-                    return found
-    pytest.fail(f"alert {alert} is not in {[str(p) for p in rule_files]}; update DEAD_LETTER_ALERT")
-
-
-def rules_for_the_test(rule_files: list[Path], workdir: Path, alert: str) -> list[Path]:
-    """The shipped files, except that ``alert`` loses its `for:` (none today), which no test can wait out."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    result = []
-    for path in rule_files:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-        rules = [rule for group in content["groups"] for rule in group["rules"] if rule.get("alert") == alert]
-        if not any("for" in rule for rule in rules):
-            result.append(path)
-            continue
-        for rule in rules:
-            rule["for"] = "1s"
-        copy = workdir / path.name
-        copy.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
-        result.append(copy)
-    return result
 
 
 def exporter_settings(nats_url: str) -> Settings:
@@ -147,7 +111,7 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     workdir = tmp_path_factory.mktemp("e2e")
     rule_files = shipped_rule_files()
-    assert rule_files, f"no Prometheus rule file in {ALERTS_DIR}"
+    assert rule_files, "no Prometheus rule file in alerts/"
     dead_letter_rule = find_rule(rule_files, DEAD_LETTER_ALERT)
     nats_server = NatsServerProcess(
         store_dir=workdir / "nats" / "store", extra_config=platform_account_config()
@@ -184,7 +148,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         await alertmanager.start()
         prometheus = prometheus_process(
             workdir / "prometheus",
-            scrape_target=f"127.0.0.1:{app.port}",
+            scrape_targets=[f"127.0.0.1:{app.port}"],
             rule_files=rules_for_the_test(rule_files, workdir / "rules", DEAD_LETTER_ALERT),
             alertmanager=address(alertmanager),
         )
