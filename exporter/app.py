@@ -273,6 +273,7 @@ class ExporterApp:
             dropped_advisories=advisories.dropped if advisories is not None else 0,
             collection_interval_seconds=self._settings.collection.interval_seconds,
             stage_durations=self._stage_durations,
+            servers_expected=self._settings.collection.expected_servers,
         )
 
 
