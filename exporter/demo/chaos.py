@@ -69,23 +69,25 @@ class Chaos:
             await asyncio.sleep(self._options.down_seconds)
             await _in_thread(member.start)
             self._say(
-                f"chaos {self.steps}: restarted {member.server_name}: it catches up with the leaders "
-                "(Replica lag per server back to 0), replicas current returns to 3"
+                f"chaos {self.steps}: restarted {member.server_name}: within seconds it catches up "
+                "(Replica lag per server back to 0) and every stream has 3 of 3 replicas current again"
             )
 
     def _stopped_line(self, member: NatsServerProcess, leader: str | None) -> str:
         down = format_duration(self._options.down_seconds)
         name = member.server_name
+        replicas = (
+            f"every stream has 2 of 3 replicas current (Missing replicas per stream), and the lag of "
+            f"the replicas on {name} grows (Replica lag per server)"
+        )
         if name == leader:
             return (
                 f"chaos {self.steps}: stopped {name}, the leader of {CHAT_STREAM}, for {down}: the streams "
-                "it led elect new leaders (Stream leaders, Stream leader elections), every stream runs "
-                "with 2 of 3 replicas current (Missing replicas per stream)"
+                f"it led elect new leaders (Stream leaders, Stream leader elections); {replicas}"
             )
         return (
-            f"chaos {self.steps}: stopped {name}, a follower of {CHAT_STREAM}, for {down}: every stream "
-            "runs with 2 of 3 replicas current (Missing replicas per stream), and only the streams it "
-            "led elect new leaders"
+            f"chaos {self.steps}: stopped {name}, a follower of {CHAT_STREAM}, for {down}: {replicas}; "
+            "only the streams it led elect new leaders"
         )
 
     async def _chat_leader(self) -> str | None:

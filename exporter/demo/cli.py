@@ -45,8 +45,8 @@ def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "chat-handler consumer and the AI_DLQ dead-letter stream, publish the platform's traffic, run a "
             "chat handler that fails on purpose, and serve the exporter's /metrics. With --nats-url, use "
             "that server instead (the streams are created there and left in place); with --cluster, a "
-            "3-node cluster (and with --chaos, servers stopped and restarted on a schedule). Stops on Ctrl-C, "
-            f"SIGTERM or after --duration. Collects every {DEMO_INTERVAL} unless --interval is given."
+            "3-node cluster (and with --chaos, servers stopped and restarted on a schedule). Stops on "
+            f"Ctrl-C, SIGTERM or after --duration. Collects every {DEMO_INTERVAL} unless --interval is given."
         ),
     )
     demo.add_argument("--duration", type=_seconds, metavar="DURATION", help="stop by itself after this long")
@@ -111,7 +111,7 @@ def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
     demo.add_argument(
         "--chaos",
         action="store_true",
-        help="with --cluster: stop a server on a schedule (every other time a stream leader), restart it later",
+        help="with --cluster: stop a server on a schedule (every other time a leader), restart it later",
     )
     demo.add_argument(
         "--chaos-every",
