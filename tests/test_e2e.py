@@ -164,10 +164,7 @@ async def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     empty: list[str] = []
 
     async def all_have_data() -> bool:
-        results = await asyncio.gather(*(stack.prometheus.query(runnable(q.expr)) for q in queries))
-        empty[:] = [
-            f"{q.where}: {runnable(q.expr)}" for q, result in zip(queries, results, strict=True) if not result
-        ]
+        empty[:] = await stack.prometheus.queries_without_data(queries)
         return not empty
 
     try:
