@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from dashboard_queries import PanelQuery, runnable
+from dashboard_queries import PanelQuery, label_values_query, load_dashboard, runnable, variables
 from support.waiting import wait_for
 
 from exporter.natsserver import free_port, stop_process
@@ -251,6 +251,34 @@ class PrometheusApi:
             for query, result in zip(queries, results, strict=True)
             if not any(instance is None or s["metric"].get("instance") == instance for s in result)
         ]
+
+    async def variable_values(
+        self,
+        dashboards: Sequence[Path],
+        *,
+        timeout: float,  # noqa: ASYNC109 (a polling deadline per variable)
+    ) -> dict[tuple[str, str], list[str]]:
+        """(file, variable) -> the values each query variable offers, as Grafana asks; waits for each to
+        offer one and fails the test naming the variable that offers none."""
+        offered: dict[tuple[str, str], list[str]] = {}
+        for path in dashboards:
+            for variable in variables(load_dashboard(path)):
+                if variable["type"] != "query":
+                    continue
+                selector, label = label_values_query(variable["query"])
+                match = runnable(selector) if selector else None
+                values = offered.setdefault((path.name, variable["name"]), [])
+
+                async def some(
+                    label: str = label, match: str | None = match, values: list[str] = values
+                ) -> bool:
+                    values[:] = await self.label_values(label, match)
+                    return bool(values)
+
+                await wait_for(
+                    some, timeout=timeout, interval=1.0, message=f"{path.name} ${variable['name']}"
+                )
+        return offered
 
     async def alerts(self) -> list[dict[str, Any]]:
         data = await self._get("/api/v1/alerts")

@@ -24,10 +24,6 @@ from dashboard_queries import (
     SINGLE_SERVER,
     dashboard_files,
     every_panel_query,
-    label_values_query,
-    load_dashboard,
-    runnable,
-    variables,
 )
 from prometheus_client.parser import text_string_to_metric_families
 from promstack import (
@@ -179,25 +175,12 @@ async def test_every_variable_offers_a_value(stack: Stack) -> None:
     """Each template variable's label_values() query, as Grafana sends it, lists the demo's values."""
     expected = {"account": ACCOUNT, "stream": DEAD_LETTER_STREAM, "dlq_stream": DEAD_LETTER_STREAM}
     expected |= {"consumer": "chat-handler"}
-    for path in dashboard_files(SINGLE_SERVER):
-        for variable in variables(load_dashboard(path)):
-            if variable["type"] != "query":
-                continue
-            selector, label = label_values_query(variable["query"])
-            match = runnable(selector) if selector else None
-            values: list[str] = []
-
-            async def offered(
-                label: str = label, match: str | None = match, values: list[str] = values
-            ) -> bool:
-                values[:] = await stack.prometheus.label_values(label, match)
-                return bool(values)
-
-            await wait_for(
-                offered, timeout=DATA_DEADLINE_SECONDS, interval=1.0, message=f"{variable['name']}"
-            )
-            if variable["name"] in expected:
-                assert expected[variable["name"]] in values, (path.name, variable["name"], values)
+    offered = await stack.prometheus.variable_values(
+        dashboard_files(SINGLE_SERVER), timeout=DATA_DEADLINE_SECONDS
+    )
+    for (dashboard, name), values in offered.items():
+        if name in expected:
+            assert expected[name] in values, (dashboard, name, values)
 
 
 async def test_every_shipped_rule_loads_and_evaluates_cleanly(stack: Stack) -> None:

@@ -22,7 +22,14 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
-from dashboard_queries import CLUSTER, DASHBOARD_DIR, SYSTEM_ACCOUNT, every_panel_query, panel_queries
+from dashboard_queries import (
+    CLUSTER,
+    DASHBOARD_DIR,
+    SYSTEM_ACCOUNT,
+    dashboard_files,
+    every_panel_query,
+    panel_queries,
+)
 from promstack import (
     PrometheusApi,
     WebhookReceiver,
@@ -187,6 +194,15 @@ async def test_every_servers_and_accounts_panel_has_data_from_the_system_account
     # The system-account exporter reports every account: the platform's streams are among them.
     accounts = await stack.prometheus.query(f'nats_stream_info{{instance="{stack.system_instance}"}}')
     assert PLATFORM_ACCOUNT in {series["metric"]["account"] for series in accounts}
+
+
+async def test_every_variable_of_the_cluster_dashboards_offers_a_value(stack: ClusterStack) -> None:
+    dashboards = dashboard_files(CLUSTER) + dashboard_files(SYSTEM_ACCOUNT)
+    offered = await stack.prometheus.variable_values(dashboards, timeout=DATA_DEADLINE_SECONDS)
+    servers = {member.server_name for member in stack.cluster.members}
+    assert set(offered["nats-jetstream-cluster.json", "server"]) == servers
+    assert set(offered["nats-jetstream-servers.json", "server"]) == servers
+    assert PLATFORM_ACCOUNT in offered["nats-jetstream-cluster.json", "account"]
 
 
 async def test_every_shipped_rule_file_loads_and_evaluates_cleanly(stack: ClusterStack) -> None:
