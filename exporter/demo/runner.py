@@ -115,6 +115,10 @@ async def run_demo(
         async with contextlib.AsyncExitStack() as stack:
             nats_settings, server, cluster = await _start_nats(options, stack, out)
             settings = replace(options.settings, nats=nats_settings)
+            if server is not None or cluster is not None:
+                # The demo's own servers show the end-to-end probe too; its stream goes with them. On an
+                # existing server the probe runs only if configured, since its stream would stay there.
+                settings = replace(settings, probe=replace(settings.probe, enabled=True))
             nc = await connect_nats(settings.nats, name="nats-jetstream-exporter-demo")
             stack.push_async_callback(close_quietly, nc, STOP_DEADLINE_SECONDS)
             api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=API_TIMEOUT_SECONDS)
@@ -258,7 +262,7 @@ What to look at in /metrics:
     nats_consumer_max_deliveries_exceeded_total.
   * dead letters land in {dlq}: nats_dlq_messages{{stream="{dlq}",subject="{dlq_subject}"}};
     read them with: python -m exporter dlq list --nats-url {nats_url}
-{cluster}
+{probe}{cluster}
 {stop}"""
 
 _CLUSTER_GUIDE = """  * the cluster (the Cluster dashboard): every stream has {replicas} replicas, {mirror}
@@ -271,6 +275,12 @@ _CLUSTER_GUIDE = """  * the cluster (the Cluster dashboard): every stream has {r
 """
 _CHAOS_GUIDE = """  * chaos: every {every} a server is stopped (every other time the leader of {chat_stream})
     and restarted {down} later; each step is logged below as it happens.
+"""
+
+_PROBE_GUIDE = """\
+  * the end-to-end probe publishes to its stream {stream} and reads the message back every interval:
+    nats_probe_up, nats_probe_publish_ack_seconds, nats_probe_round_trip_seconds,
+    nats_probe_failures_total{{stage="..."}}.
 """
 
 
@@ -350,6 +360,7 @@ def _guide(  # noqa: PLR0913 (what the guide tells comes from each of these)
         dlq=DEAD_LETTER_STREAM,
         dlq_subject=DEAD_LETTER_CHAT_SUBJECT,
         nats_url=nats_url,
+        probe=_PROBE_GUIDE.format(stream=settings.probe.stream) if settings.probe.enabled else "",
         cluster=cluster_text,
         stop=stop,
     )
