@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ HANDLER = HandlerOptions(
 DATA_DEADLINE_SECONDS = 90.0
 # A stopped follower is marked not current by the leader after about 10 s; then one scrape, one evaluation.
 ALERT_DEADLINE_SECONDS = 60.0
+STOP_DEADLINE_SECONDS = 30.0
 
 
 @dataclass
@@ -98,6 +100,19 @@ def exporter_settings(cluster: NatsCluster, *, auth: NatsAuth | None = None) -> 
         ),
         dead_letter_streams=(DEAD_LETTER_STREAM,),
     )
+
+
+async def stop_exporter(app: ExporterApp) -> None:
+    """Stop ``app`` within a deadline; a stop that hangs fails with the stack of every task, to say where."""
+    try:
+        await asyncio.wait_for(app.stop(), STOP_DEADLINE_SECONDS)
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(file=stacks)
+        pytest.fail(
+            f"the exporter did not stop within {STOP_DEADLINE_SECONDS:g}s; tasks:\n{stacks.getvalue()}"
+        )
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
@@ -136,7 +151,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clust
         system_exporter = ExporterApp(exporter_settings(cluster, auth=system_auth))
         for app in (account_exporter, system_exporter):
             await app.start()
-            cleanup.push_async_callback(app.stop)
+            cleanup.push_async_callback(stop_exporter, app)
 
         receiver = WebhookReceiver()
         await receiver.start()

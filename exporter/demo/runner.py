@@ -118,7 +118,9 @@ async def run_demo(
             if server is not None or cluster is not None:
                 # The demo's own servers show the end-to-end probe too; its stream goes with them. On an
                 # existing server the probe runs only if configured, since its stream would stay there.
-                settings = replace(settings, probe=replace(settings.probe, enabled=True))
+                # On the cluster its stream is replicated like the platform's, so chaos does not take it away.
+                replicas = CLUSTER_REPLICAS if cluster is not None else settings.probe.replicas
+                settings = replace(settings, probe=replace(settings.probe, enabled=True, replicas=replicas))
             nc = await connect_nats(settings.nats, name="nats-jetstream-exporter-demo")
             stack.push_async_callback(close_quietly, nc, STOP_DEADLINE_SECONDS)
             api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=API_TIMEOUT_SECONDS)
