@@ -15,6 +15,7 @@ import logging
 import nats.errors
 from nats.aio.client import Client
 
+from exporter.account_extras import AccountExtras
 from exporter.cluster_source import ClusterSource
 from exporter.jsapi import DeniedSubjects
 from exporter.settings import Settings
@@ -90,13 +91,23 @@ class ScopedSource:
     """The source of one connection: its scope is chosen on the first cycle, then it reads with it.
 
     A scope that cannot work (see ``choose_scope``) fails each cycle at the connect stage, with the
-    message saying what to change, until the configuration or the user is fixed.
+    message saying what to change, until the configuration or the user is fixed. In cluster scope each
+    snapshot is completed by ``extras`` (the accounts listed in ``accounts``, see exporter.account_extras).
     """
 
-    def __init__(self, nc: Client, settings: Settings, denied: DeniedSubjects | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        settings: Settings,
+        denied: DeniedSubjects | None = None,
+        *,
+        extras: AccountExtras | None = None,
+    ) -> None:
         self._nc = nc
         self._settings = settings
         self._denied = denied
+        # Cluster scope: the connections inside the listed accounts, which outlive this connection.
+        self._extras = extras
         self._source: JetStreamSource | ClusterSource | None = None
 
     @property
@@ -117,4 +128,7 @@ class ScopedSource:
                 if scope == CLUSTER
                 else JetStreamSource(self._nc, self._settings, self._denied)
             )
-        return await self._source.fetch_snapshot(previous, timings)
+        snapshot = await self._source.fetch_snapshot(previous, timings)
+        if self._extras is not None and isinstance(self._source, ClusterSource):
+            snapshot = await self._extras.complete(snapshot, previous, timings)
+        return snapshot
