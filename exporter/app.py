@@ -66,7 +66,8 @@ class ExporterApp:
     """The daemon: start() binds HTTP and starts collecting; stop() ends everything.
 
     ``source`` builds the snapshot source for each new connection (default: ``ScopedSource``),
-    ``renderer`` turns snapshots into expositions, ``clock`` gives the wall time of a success and ``timer`` measures durations (monotonic).
+    ``renderer`` turns snapshots into expositions, ``clock`` gives the wall time of a success and
+    ``timer`` measures durations (monotonic).
     """
 
     def __init__(
