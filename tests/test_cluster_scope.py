@@ -7,7 +7,6 @@ import json
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -15,50 +14,23 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
+from support.system_cluster import SYSTEM_USER, start_system_cluster, wait_for_meta_leader
 
 from exporter.cluster_source import JSZ_SUBJECT, ClusterSource
-from exporter.natsserver import NatsServerProcess, free_port
+from exporter.natsserver import NatsServerProcess
 from exporter.scope import ScopeError, choose_scope
 from exporter.settings import CollectionSettings, Settings
 from exporter.snapshot import Snapshot
 from exporter.source import CollectionError
 
 ACCOUNTS = ("A", "B")
-SYSTEM_USER = {"user": "sys", "password": "sys"}
-
-
-def accounts_block() -> str:
-    users = "".join(
-        f'  {name}: {{ jetstream: enabled, users: [ {{user: "{user}", password: "{user}"}} ] }}\n'
-        for name, user in ((name, name.lower()) for name in ACCOUNTS)
-    )
-    return (
-        "accounts {\n"
-        '  SYS: { users: [ {user: "sys", password: "sys"} ] }\n'
-        f"{users}"
-        "}\n"
-        "system_account: SYS\n"
-    )
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NatsServerProcess]]:
-    base: Path = tmp_path_factory.mktemp("cluster-scope")
-    ports = [free_port() for _ in range(3)]
-    servers = []
-    for index, port in enumerate(ports):
-        routes = ", ".join(f'"nats-route://127.0.0.1:{other}"' for other in ports if other != port)
-        cluster = f'cluster {{ name: "c", listen: "127.0.0.1:{port}", routes: [{routes}] }}\n'
-        servers.append(
-            NatsServerProcess(
-                store_dir=base / f"n{index + 1}",
-                server_name=f"n{index + 1}",
-                extra_config=cluster + accounts_block(),
-            )
-        )
+    servers: list[NatsServerProcess] = []
     try:
-        for server in servers:
-            server.start()
+        servers = start_system_cluster(tmp_path_factory.mktemp("cluster-scope"), ACCOUNTS)
         asyncio.run(_provision(servers[0].url))
         yield servers
     finally:
@@ -72,7 +44,7 @@ async def _provision(url: str) -> None:
         user = account.lower()
         nc = await nats.connect(url, user=user, password=user)
         js = nc.jetstream()
-        await _wait_for_meta_leader(js)
+        await wait_for_meta_leader(js)
         for stream, replicas in ((f"{account}_R3", 3), (f"{account}_R1", 1)):
             await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"], num_replicas=replicas))
             for index in range(5):
@@ -80,18 +52,6 @@ async def _provision(url: str) -> None:
             for consumer in ("work", "audit")[: 2 if replicas == 3 else 1]:
                 await js.add_consumer(stream, ConsumerConfig(durable_name=consumer, ack_policy="explicit"))
         await nc.close()
-
-
-async def _wait_for_meta_leader(js: Any) -> None:
-    """A cluster that has just formed answers JetStream requests only once its meta group has a leader."""
-    async with asyncio.timeout(20):
-        while True:
-            try:
-                await js.account_info()
-            except (nats.errors.Error, nats.js.errors.Error):
-                await asyncio.sleep(0.1)
-            else:
-                return
 
 
 @pytest.fixture
