@@ -625,7 +625,8 @@ def test_a_key_that_does_not_match_the_certificate_is_refused(tmp_path, capsys):
 def test_the_documentation_names_every_key_variable_and_flag():
     text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = [setting.key for setting in SETTINGS if f"`{setting.key}`" not in text]
-    missing += [setting.env_name for setting in SETTINGS if setting.env_name and f"`{setting.env_name}`" not in text]
+    env_names = [setting.env_name for setting in SETTINGS if setting.env_name is not None]
+    missing += [name for name in env_names if f"`{name}`" not in text]
     missing += [setting.flag for setting in SETTINGS if setting.flag and f"`{setting.flag}" not in text]
     missing += [word for word in ("`--config", f"`{ENV_PREFIX}CONFIG`", "`check-config`") if word not in text]
     assert missing == []
