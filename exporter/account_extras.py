@@ -20,8 +20,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
 
 from exporter.account_lookups import AccountLookups, LagResults, with_lag
@@ -144,10 +146,18 @@ class _AccountLink:
             domain=self._settings.nats.domain,
             timeout_seconds=collection.request_timeout_seconds,
         )
+        in_flight = asyncio.Semaphore(collection.concurrency)
+
+        async def request_json(name: str, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+            async with in_flight:
+                return await api.request_json(name, payload)
+
+        async def request_message(name: str, payload: Mapping[str, Any] | None) -> Msg:
+            async with in_flight:
+                return await api.request_message(name, payload)
+
         self._lookups = AccountLookups(
-            api,
-            asyncio.Semaphore(collection.concurrency),
-            lag_lookups_per_cycle=collection.lag_lookups_per_cycle,
+            request_json, request_message, lag_lookups_per_cycle=collection.lag_lookups_per_cycle
         )
         logger.info("connected inside account %r for its dead letters, lag and events", self.name)
         return self._lookups

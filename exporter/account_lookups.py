@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from nats.aio.msg import Msg
 
 from exporter.jsapi import (
     NO_MESSAGE_FOUND,
     STREAM_NOT_FOUND,
-    JetStreamApi,
     JetStreamApiError,
     JetStreamRequestError,
     JetStreamUnavailableError,
@@ -47,26 +48,28 @@ class LagResults:
     error: str | None = None  # the first look-up failure of the cycle
 
 
+# The owner's requests to the account's JetStream API (``JetStreamApi.request_json`` and ``request_message``
+# under the owner's bound on requests in flight): API name and payload -> decoded reply / raw reply.
+JsonRequest = Callable[[str, Mapping[str, Any] | None], Awaitable[dict[str, Any]]]
+MessageRequest = Callable[[str, Mapping[str, Any] | None], Awaitable[Msg]]
+
+
 class AccountLookups:
     """Dead letters and lag of one account, through its JetStream API. One object per account and connection.
 
-    ``in_flight`` bounds the requests in flight together with the caller's other requests;
+    The requests are the owner's, so its bound on requests in flight covers these look-ups too;
     ``lag_lookups_per_cycle`` caps the message look-ups of one cycle (the rest wait for later cycles).
     """
 
     def __init__(
-        self, api: JetStreamApi, in_flight: asyncio.Semaphore, *, lag_lookups_per_cycle: int
+        self, request_json: JsonRequest, request_message: MessageRequest, *, lag_lookups_per_cycle: int
     ) -> None:
-        self._api = api
-        self._in_flight = in_flight
+        self._request = request_json
+        self._request_message = request_message
         self._lag_budget = lag_lookups_per_cycle
         # Logged on change only: a stream configured before it is created must not flood the log.
         self._dead_letter_log = StateLog(logger)
         self._lag_cursor = 0
-
-    async def _request(self, api: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        async with self._in_flight:
-            return await self._api.request_json(api, payload)
 
     # --- dead letters -----------------------------------------------------------------------------
 
@@ -210,8 +213,7 @@ class AccountLookups:
         payload = {"seq": start, "next_by_subj": subject}
         if stream.allow_direct:
             try:
-                async with self._in_flight:
-                    msg = await self._api.request_message(f"DIRECT.GET.{stream.name}", payload)
+                msg = await self._request_message(f"DIRECT.GET.{stream.name}", payload)
                 return parse_direct_get_headers(msg.headers)
             except JetStreamUnavailableError:
                 # Nobody serves direct gets (stream just deleted, or not reachable that way): ask the leader.

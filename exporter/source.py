@@ -20,6 +20,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from exporter.account_lookups import AccountLookups, with_lag
 from exporter.jsapi import (
@@ -129,7 +130,9 @@ class JetStreamSource:
         # Logged on change only; the collection loop counts every failing cycle in a metric.
         self._partial_stage_log = StateLog(logger, initial="ok")
         self._lookups = AccountLookups(
-            self._api, self._in_flight, lag_lookups_per_cycle=settings.collection.lag_lookups_per_cycle
+            self._request,
+            self._request_message,
+            lag_lookups_per_cycle=settings.collection.lag_lookups_per_cycle,
         )
         self._label_keys = settings.labels.from_metadata
         self._logged_metadata_problems: frozenset[str] = frozenset()
@@ -187,6 +190,10 @@ class JetStreamSource:
     async def _request(self, api: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
         async with self._in_flight:
             return await self._api.request_json(api, payload)
+
+    async def _request_message(self, api: str, payload: Mapping[str, Any] | None = None) -> Msg:
+        async with self._in_flight:
+            return await self._api.request_message(api, payload)
 
     def _server_info(self) -> ServerInfo | None:
         info: Mapping[str, Any] = self._nc._server_info  # noqa: SLF001 (nats-py has no public accessor)
