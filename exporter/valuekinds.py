@@ -471,7 +471,7 @@ def _account_entries(value: RawValue) -> tuple[AccountEntry, ...]:
 
 ACCOUNT_ENTRIES: Kind[tuple[AccountEntry, ...]] = Kind(
     "list of mappings: `name` and the authentication keys of `nats` (user/password, token, "
-    "nkey_seed_file or credentials_file)",
+    "nkey_seed_file or credentials_file); password and token are secrets",
     _account_entries,
     lambda entries: ", ".join(entry.name for entry in entries) or "none",
 )
