@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.errors import SlowConsumerError
 
 from exporter.account_lookups import AccountLookups, LagResults, with_lag
+from exporter.collectionplan import CollectionPlan
 from exporter.connection import NatsConnectError, close_quietly, connect_nats
 from exporter.intake import EventIntake
 from exporter.jsapi import JetStreamApi
@@ -58,9 +59,12 @@ class _Outcome:
 class _AccountLink:
     """The connection inside one account, its look-ups and its event intake."""
 
-    def __init__(self, entry: AccountEntry, settings: Settings, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, entry: AccountEntry, settings: Settings, plan: CollectionPlan, *, clock: Callable[[], float]
+    ) -> None:
         self.entry = entry
         self._settings = settings
+        self._plan = plan
         self._clock = clock
         # Servers, TLS and timeouts of `nats`; this entry's own authentication.
         self._nats = replace(settings.nats, auth=entry.auth, account=entry.name)
@@ -87,9 +91,10 @@ class _AccountLink:
             return outcome
         await self._subscribe_events(outcome)
         streams = {stream.name: stream for stream in snapshot.streams if stream.account == self.name}
-        consumers = [consumer for consumer in snapshot.consumers if consumer.account == self.name]
+        consumers = [c for c in snapshot.consumers if c.account == self.name and self._plan.lag_wanted(c)]
         # Only what the account has: a name configured for another account is not reported missing here.
-        dead_letter_names = [name for name in self._settings.dead_letter_streams if name in streams]
+        configured = self._plan.dead_letter_streams(self.name, self._settings.dead_letter_streams)
+        dead_letter_names = [name for name in configured if name in streams]
         async with asyncio.TaskGroup() as group:
             dead_letters = group.create_task(
                 timings.timed(Stage.DLQ, lookups.fetch_dead_letters(self.name, dead_letter_names, previous))
@@ -208,7 +213,8 @@ class AccountExtras:
     """
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._links = tuple(_AccountLink(entry, settings, clock=clock) for entry in settings.accounts)
+        plan = CollectionPlan(settings)  # only its questions (lag wanted? which dead letters?), no shaping
+        self._links = tuple(_AccountLink(entry, settings, plan, clock=clock) for entry in settings.accounts)
         self._selected = settings.filters.account_selected
 
     @property

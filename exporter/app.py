@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from exporter.account_extras import AccountExtras
+from exporter.collectionplan import rendered_families
 from exporter.connection import redact_url
 from exporter.errors import ConfigError
 from exporter.intake import EventIntake
@@ -105,7 +106,7 @@ class ExporterApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._web: WebServer | None = None
         self._port = 0
-        self._renderer = renderer if renderer is not None else Renderer()
+        self._renderer = renderer if renderer is not None else Renderer(families=rendered_families(settings))
         initial = self._renderer.render(None, self._health())
         self._cache = ExpositionCache(
             Exposition(Body.of(initial.text_chunks()), Body.of(initial.openmetrics_chunks()))

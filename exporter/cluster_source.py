@@ -31,6 +31,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from exporter.collectionplan import CollectionPlan
 from exporter.parse import parse_consumer_state, parse_stream_state
 from exporter.parse_jsz import JszReplyError, ServerReport, led_by, parse_jsz_reply
 from exporter.settings import Settings
@@ -59,6 +60,8 @@ class _Selection:
     known_streams: set[tuple[str, str]] = field(default_factory=set)
     known_consumers: set[tuple[str, str, str]] = field(default_factory=set)
     fresh: set[Key] = field(default_factory=set)  # reported by their leader this cycle
+    # Selected streams and consumers of other shards (collection.shard): only counted per account.
+    elsewhere: set[Key] = field(default_factory=set)
 
     def add(
         self, server: str, account: str, entry: Mapping[str, Any], consumer_selected: Callable[[str], bool]
@@ -78,6 +81,15 @@ class _Selection:
                 # Lag in seconds needs a message look-up inside the account: not measured here.
                 self.consumers[consumer_key] = replace(parse_consumer_state(info, account), lag_seconds=None)
                 self.fresh.add(consumer_key)
+
+    def add_elsewhere(
+        self, account: str, entry: Mapping[str, Any], consumer_selected: Callable[[str], bool]
+    ) -> None:
+        """A stream of another shard: counted in its account's totals, so every shard agrees on them."""
+        key = (account, entry["config"]["name"])
+        self.elsewhere.add(key)
+        consumers = (info["name"] for info in entry.get("consumer_detail") or ())
+        self.elsewhere.update((*key, name) for name in consumers if consumer_selected(name))
 
     def carry_over(self, previous: Snapshot, *, answered: set[str]) -> None:
         """Keep previous values of what no leader reported: a follower listed it, or its leader is silent."""
@@ -119,6 +131,7 @@ class ClusterSource:
     def __init__(self, nc: Client, settings: Settings, *, accounts_per_page: int = ACCOUNTS_PER_PAGE) -> None:
         self._nc = nc
         self._settings = settings
+        self._plan = CollectionPlan(settings)
         self._accounts_per_page = accounts_per_page
         self._timeout = settings.collection.request_timeout_seconds
         self._expected = settings.collection.expected_servers
@@ -147,7 +160,7 @@ class ClusterSource:
         return Snapshot(
             collected_at=collected_at,
             servers=tuple(report.server for report in firsts.values()),
-            accounts=self._accounts(gathered.reports, streams, consumers),
+            accounts=self._accounts(gathered.reports, selection),
             streams=tuple(sorted(streams.values(), key=lambda s: (s.account, s.name))),
             consumers=tuple(sorted(consumers.values(), key=lambda c: (c.account, c.stream, c.name))),
             partial_errors=(Stage.SERVERS,) if gathered.error is not None else (),
@@ -219,8 +232,12 @@ class ClusterSource:
                     continue
                 for entry in account.streams:
                     name = entry["config"]["name"]
-                    if filters.stream_selected(name):
+                    if not filters.stream_selected(name):
+                        continue
+                    if self._plan.in_shard(account.name, name):
                         selection.add(server, account.name, entry, filters.consumer_selected)
+                    else:
+                        selection.add_elsewhere(account.name, entry, filters.consumer_selected)
         if previous is not None:
             selection.carry_over(previous, answered=set(reports))
         self._reported_at = selection.expire(
@@ -231,8 +248,7 @@ class ClusterSource:
     def _accounts(
         self,
         reports: Mapping[str, list[ServerReport]],
-        streams: Mapping[tuple[str, str], StreamState],
-        consumers: Mapping[tuple[str, str, str], ConsumerState],
+        selection: _Selection,
     ) -> tuple[AccountState, ...]:
         """Per account: usage and API counters summed over servers, streams and consumers counted."""
         usage: dict[str, list[int]] = {}
@@ -243,8 +259,11 @@ class ClusterSource:
                 totals[1] += account.storage_bytes
                 totals[2] += account.api_requests
                 totals[3] += account.api_errors
-        stream_counts = _count(key[0] for key in streams)
-        consumer_counts = _count(key[0] for key in consumers)
+        elsewhere = selection.elsewhere
+        stream_counts = _count(key[0] for key in (*selection.streams, *(k for k in elsewhere if len(k) == 2)))
+        consumer_counts = _count(
+            key[0] for key in (*selection.consumers, *(k for k in elsewhere if len(k) == 3))
+        )
         return tuple(
             AccountState(
                 account=name,

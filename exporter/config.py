@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from exporter.collectionplan import exclusion_problem
 from exporter.durations import format_duration
 from exporter.errors import ConfigError
 from exporter.monitoring import label_collisions
@@ -180,6 +181,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     _check_collection(settings, layers)
     _check_tls_material(settings.nats.tls, layers)
     _check_metadata_labels(settings, layers)
+    _check_metric_exclusions(settings, layers)
     return settings
 
 
@@ -224,6 +226,12 @@ def _check_metadata_labels(settings: Settings, layers: _Layers) -> None:
         raise layers.error(
             "labels.from_metadata", f"keys {', '.join(map(repr, keys))} would all become the label {name}"
         )
+
+
+def _check_metric_exclusions(settings: Settings, layers: _Layers) -> None:
+    problem = exclusion_problem(settings.metrics)
+    if problem is not None:
+        raise layers.error("metrics.exclude", problem)
 
 
 def _check_auth(settings: Settings, layers: _Layers) -> None:

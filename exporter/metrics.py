@@ -33,6 +33,7 @@ from exporter.snapshot import (
     AdvisoryCounts,
     ConsumerState,
     DeadLetterState,
+    EphemeralConsumers,
     ExporterHealth,
     HistogramData,
     MetaClusterState,
@@ -214,6 +215,12 @@ STREAM: Scope[StreamState] = Scope(
     ("account", "stream"),
     lambda src: () if src.snapshot is None else src.snapshot.streams,
     lambda s: (s.account, s.name),
+)
+EPHEMERAL: Scope[EphemeralConsumers] = Scope(
+    _STREAM,
+    ("account", "stream"),
+    lambda src: () if src.snapshot is None else src.snapshot.ephemeral_consumers,
+    lambda e: (e.account, e.stream),
 )
 CONSUMER: Scope[ConsumerState] = Scope(
     _CONSUMER,
@@ -728,6 +735,35 @@ FAMILIES: tuple[Family[Any], ...] = (
         ),
         metadata_values=lambda c: c.metadata_labels,
     ),
+    # ephemeral consumers, summed per stream (filters.consumers.ephemeral: aggregate)
+    Family(
+        "nats_stream_ephemeral_consumers", GAUGE, EPHEMERAL, "ConsumerInfo of consumers without durable_name",
+        "Ephemeral consumers of the stream, exported summed per stream instead of one by one",
+        lambda e: e.consumers, absent_when="filters.consumers.ephemeral is include or exclude",
+        note="Ephemeral consumers come and go by the thousand, and series per consumer would create "
+        "thousands of short-lived series a minute; this family and the three "
+        "nats_stream_ephemeral_consumers_* after it sum them per stream (filters.consumers.ephemeral: "
+        "aggregate, the default).",
+    ),
+    Family(
+        "nats_stream_ephemeral_consumers_pending_messages", GAUGE, EPHEMERAL,
+        "ConsumerInfo.num_pending, summed", "Messages not yet delivered, summed over the stream's ephemeral "
+        "consumers", lambda e: e.num_pending, absent_when="filters.consumers.ephemeral is include or exclude",
+    ),
+    Family(
+        "nats_stream_ephemeral_consumers_ack_pending", GAUGE, EPHEMERAL,
+        "ConsumerInfo.num_ack_pending, summed",
+        "Messages delivered and not yet acknowledged, summed over the stream's ephemeral consumers",
+        lambda e: e.num_ack_pending, absent_when="filters.consumers.ephemeral is include or exclude",
+    ),
+    Family(
+        "nats_stream_ephemeral_consumers_lag_seconds", GAUGE, EPHEMERAL,
+        "the largest nats_consumer_lag_seconds of the stream's ephemeral consumers",
+        "Age at collection time of the oldest message an ephemeral consumer of the stream has not "
+        "acknowledged, in seconds; 0 when nothing is outstanding or there are none",
+        lambda e: e.oldest_lag_seconds,
+        absent_when="filters.consumers.ephemeral is not aggregate, or none was measured (cluster scope, cap)",
+    ),
     # delivery failures and dead letters
     Family(
         "nats_consumer_max_deliveries_exceeded_total", COUNTER, ADVISORY,
@@ -959,8 +995,9 @@ class Renderer:
     byte-identical to a fresh render: the tests compare both.
     """
 
-    def __init__(self, build: BuildInfo | None = None) -> None:
+    def __init__(self, build: BuildInfo | None = None, families: Sequence[Family[Any]] = ()) -> None:
         self._build = build or current_build_info()
+        self._families = tuple(families) or FAMILIES  # metrics.exclude and sharding render fewer
         self._last: dict[str, _Rendered] = {}
 
     def render(self, snapshot: Snapshot | None, health: ExporterHealth) -> Rendering:
@@ -969,7 +1006,7 @@ class Renderer:
         families: list[Family[Any]] = []
         entries_by_scope: dict[int, list[tuple[Any, tuple[str, ...]]]] = {}
         blocks_by_scope: dict[int, list[str]] = {}
-        for family in FAMILIES:
+        for family in self._families:
             key = id(family.scope)
             entries = entries_by_scope.get(key)
             if entries is None:

@@ -17,6 +17,7 @@ from nats.aio.client import Client
 
 from exporter.account_extras import AccountExtras
 from exporter.cluster_source import ClusterSource
+from exporter.collectionplan import CollectionPlan
 from exporter.jsapi import DeniedSubjects
 from exporter.settings import Settings
 from exporter.snapshot import Snapshot
@@ -106,6 +107,7 @@ class ScopedSource:
         self._nc = nc
         self._settings = settings
         self._denied = denied
+        self._plan = CollectionPlan(settings)
         # Cluster scope: the connections inside the listed accounts, which outlive this connection.
         self._extras = extras
         self._source: JetStreamSource | ClusterSource | None = None
@@ -128,7 +130,10 @@ class ScopedSource:
                 if scope == CLUSTER
                 else JetStreamSource(self._nc, self._settings, self._denied)
             )
-        snapshot = await self._source.fetch_snapshot(previous, timings)
+        # One place for both sources: what they read is shaped the same way before it is exported.
+        unshaped = self._plan.unshaped(previous)
+        snapshot = await self._source.fetch_snapshot(unshaped, timings)
         if self._extras is not None and isinstance(self._source, ClusterSource):
-            snapshot = await self._extras.complete(snapshot, previous, timings)
-        return snapshot
+            # Before shaping: ephemeral consumers are summed with the lag measured inside their account.
+            snapshot = await self._extras.complete(snapshot, unshaped, timings)
+        return self._plan.shape(snapshot)

@@ -155,6 +155,19 @@ class ConsumerState:
 
 
 @dataclass(frozen=True, slots=True)
+class EphemeralConsumers:
+    """The ephemeral consumers of one stream, summed (``filters.consumers.ephemeral: aggregate``)."""
+
+    account: str
+    stream: str
+    consumers: int
+    num_pending: int  # summed ConsumerInfo.num_pending
+    num_ack_pending: int  # summed ConsumerInfo.num_ack_pending
+    # The largest lag_seconds among them; 0.0 when there are none; None when none of them was measured.
+    oldest_lag_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetterState:
     """A configured dead-letter stream: per-subject depth and the oldest dead letter."""
 
@@ -231,6 +244,8 @@ class Snapshot:
     servers_responded: int | None = None
     # labels.from_metadata: the metadata keys whose values the streams and consumers carry as labels
     metadata_label_keys: tuple[str, ...] = ()
+    # filters.consumers.ephemeral aggregate: one entry per stream, in place of its ephemeral consumers
+    ephemeral_consumers: tuple[EphemeralConsumers, ...] = ()
 
     @property
     def cluster_scope(self) -> bool:

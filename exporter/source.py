@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from exporter.account_lookups import AccountLookups, with_lag
+from exporter.collectionplan import CollectionPlan
 from exporter.jsapi import (
     JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
     STREAM_NOT_FOUND,
@@ -121,6 +122,7 @@ class JetStreamSource:
         self._nc = nc
         self._clock = clock  # wall time a cycle's data is dated with (lag is measured against it)
         self._settings = settings
+        self._plan = CollectionPlan(settings)
         self._request_timeout = settings.collection.deadline_seconds * REQUEST_TIMEOUT_SHARE
         self._api = JetStreamApi(
             nc, domain=settings.nats.domain, timeout_seconds=self._request_timeout, denied=denied
@@ -152,14 +154,15 @@ class JetStreamSource:
                     timings.timed(
                         Stage.DLQ,
                         self._lookups.fetch_dead_letters(
-                            account, self._settings.dead_letter_streams, previous
+                            account,
+                            self._plan.dead_letter_streams(account, self._settings.dead_letter_streams),
+                            previous,
                         ),
                     )
                 )
                 inventory = await self._fetch_inventory(account, previous, timings)
-                lags = await timings.timed(
-                    Stage.LAG, self._lookups.measure_lags(inventory.streams, inventory.consumers)
-                )
+                wanted = [c for c in inventory.consumers if self._plan.lag_wanted(c)]
+                lags = await timings.timed(Stage.LAG, self._lookups.measure_lags(inventory.streams, wanted))
         except BaseExceptionGroup as exc_group:
             raise _first_collection_error(exc_group) from None
         dead_letters, dead_letters_error = dead_letters_task.result()
@@ -245,7 +248,6 @@ class JetStreamSource:
         self, account: str, previous: Snapshot | None, timings: StageTimings
     ) -> _Inventory:
         """Every selected stream and its consumers; consumer lists start while stream pages still arrive."""
-        selected = self._settings.filters.stream_selected
         inventory = _Inventory()
         unavailable_streams: list[str] = []
         listings: dict[str, asyncio.Task[_ConsumerListing | None]] = {}
@@ -259,7 +261,7 @@ class JetStreamSource:
                         )
                         for info in page.items:
                             name = info["config"]["name"]
-                            if name in inventory.streams or not selected(name):
+                            if name in inventory.streams or not self._plan.stream_selected(account, name):
                                 continue
                             inventory.streams[name] = parse_stream_state(info, account, self._label_keys)
                             listings[name] = group.create_task(self._fetch_consumers(name, account, timings))

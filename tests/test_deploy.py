@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 import exporter
-from exporter.config import ENV_KEYS, ENV_PREFIX
+from exporter.cli import build_parser
+from exporter.config import ENV_KEYS, ENV_PREFIX, settings_from_args
 from exporter.settings import DEFAULT_LISTEN_ADDRESS, split_listen_address
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,17 +27,22 @@ KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 SECRET_NAME = "nats-exporter-credentials"
 
 
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, dict[str, Any]]:
-    """``kubectl kustomize deploy/``, by kind."""
+def kustomize(directory: Path) -> dict[str, dict[str, Any]]:
+    """``kubectl kustomize <directory>``, by kind."""
     result = subprocess.run(
-        [KUBECTL, "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60, check=False
+        [KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
     documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     by_kind = {doc["kind"]: doc for doc in documents}
     assert len(by_kind) == len(documents), "one resource of each kind expected"
     return by_kind
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, dict[str, Any]]:
+    """``kubectl kustomize deploy/``, by kind."""
+    return kustomize(DEPLOY)
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +176,81 @@ def test_the_configmap_config_is_valid_with_the_secrets_environment(rendered, co
     assert "AI_DLQ" in result.stdout
     assert "nats://nats.nats.svc.cluster.local:4222" in result.stdout
     assert password not in result.stdout + result.stderr
+
+
+# --- the sharded variant: deploy/components/sharded -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """An overlay of a user's own, as docs/deployment.md shows it: the base plus the sharded component."""
+    overlay = tmp_path_factory.mktemp("overlay")
+    component = DEPLOY / "components" / "sharded"
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(DEPLOY, overlay)],
+                "components": [os.path.relpath(component, overlay)],
+            }
+        ),
+        encoding="utf-8",
+    )
+    return kustomize(overlay)
+
+
+def test_the_sharded_variant_runs_a_statefulset_instead_of_the_deployment(sharded):
+    assert set(sharded) == {"ConfigMap", "StatefulSet", "Service", "ServiceMonitor", "PrometheusRule"}
+    assert {doc["metadata"].get("namespace") for doc in sharded.values()} == {"monitoring"}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("kind", ["StatefulSet", "Service"])
+def test_sharded_resources_pass_kubernetes_validate(sharded, kind, version):
+    try:
+        kubernetes_validate.validate(sharded[kind], version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"sharded {kind} is invalid for Kubernetes {version}: {exc.message} at {list(exc.path)}")
+
+
+def test_the_statefulset_runs_the_base_pod_with_its_shard(rendered, sharded):
+    statefulset = sharded["StatefulSet"]["spec"]
+    base_template = rendered["Deployment"]["spec"]["template"]
+    template = statefulset["template"]
+    (container,) = template["spec"]["containers"]
+    (base_container,) = base_template["spec"]["containers"]
+    # The same pod, written once: only the shard's two variables are added.
+    *inherited, pod_index, shard = container["env"]
+    assert inherited == base_container["env"]
+    assert {**container, "env": inherited} == base_container
+    assert {**template["spec"], "containers": []} == {**base_template["spec"], "containers": []}
+    assert (
+        pod_index["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    )
+    assert shard["name"] == f"{ENV_PREFIX}SHARD"
+    assert ENV_KEYS["SHARD"] == "collection.shard"
+    # The count in the shard value is the number of replicas.
+    assert shard["value"] == f"$({pod_index['name']})/{statefulset['replicas']}"
+    assert statefulset["replicas"] > 1
+    assert statefulset["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+
+
+def test_every_replicas_shard_value_is_a_valid_setting(sharded):
+    statefulset = sharded["StatefulSet"]["spec"]
+    *_, pod_index, shard = statefulset["template"]["spec"]["containers"][0]["env"]
+    replicas = statefulset["replicas"]
+    for ordinal in range(replicas):
+        # What Kubernetes substitutes for $(POD_INDEX) in the replica with this ordinal.
+        value = shard["value"].replace(f"$({pod_index['name']})", str(ordinal))
+        settings = settings_from_args(build_parser().parse_args([]), {shard["name"]: value})
+        assert settings.collection.shard == (ordinal, replicas)
+
+
+def test_the_governing_service_is_the_scraped_headless_service(sharded):
+    service = sharded["Service"]
+    assert sharded["StatefulSet"]["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"
+    # One Service for the ServiceMonitor: Prometheus scrapes each replica once, through its endpoint.
+    selector = sharded["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    pod_labels = sharded["StatefulSet"]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()

@@ -44,6 +44,7 @@ from exporter.snapshot import (
     AdvisoryCounts,
     ConsumerState,
     DeadLetterState,
+    EphemeralConsumers,
     ExporterHealth,
     MetaClusterState,
     MetaPeer,
@@ -163,6 +164,16 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_consumer_threshold": ("gauge", ("account", "stream", "consumer", "check", "severity")),
     # beyond METRICS.md (issue 3)
     "nats_dlq_stream_present": ("gauge", ("account", "stream")),
+    # beyond METRICS.md: ephemeral consumers summed per stream (filters.consumers.ephemeral: aggregate)
+    **{
+        f"nats_stream_ephemeral_{name}": ("gauge", ("account", "stream"))
+        for name in (
+            "consumers",
+            "consumers_pending_messages",
+            "consumers_ack_pending",
+            "consumers_lag_seconds",
+        )
+    },
     "nats_exporter_lag_lookups_skipped": ("gauge", ()),
     "nats_exporter_malformed_advisories_total": ("counter", ()),
     "nats_exporter_collection_interval_seconds": ("gauge", ()),
@@ -386,6 +397,10 @@ def golden_snapshot() -> Snapshot:
         ),
         servers_responded=1,
         metadata_label_keys=("team", "owner"),
+        ephemeral_consumers=(
+            EphemeralConsumers("$G", "COMPANIONS_CHAT", 3, 12, 2, 4.5),
+            EphemeralConsumers("$G", "AI_DLQ", 0, 0, 0, 0.0),
+        ),
     )
 
 

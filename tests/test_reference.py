@@ -54,5 +54,6 @@ def test_families_beyond_the_contract_are_explained() -> None:
         "nats_exporter_lag_lookups_skipped",
         "nats_exporter_malformed_advisories_total",
         "nats_exporter_collection_interval_seconds",
+        "nats_stream_ephemeral_consumers",
     }
     assert {line.split("`")[1] for line in section.splitlines() if line.startswith("- `")} == beyond
