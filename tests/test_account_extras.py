@@ -17,6 +17,7 @@ import aiohttp
 import nats
 import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
+from spec_platform import publish_when_routed
 from support.scraping import Samples, sample, scrape
 from support.system_cluster import SYSTEM_USER, start_system_cluster, user_of, wait_for_meta_leader
 from support.waiting import wait_for
@@ -74,10 +75,11 @@ async def _provision(url: str) -> None:
         await js.add_stream(StreamConfig(name="WORK", subjects=["WORK.>"], num_replicas=3))
         await js.add_consumer("WORK", ConsumerConfig(durable_name="work", ack_policy="explicit"))
         for index in range(3):
-            await js.publish("WORK.job", f"{index}".encode())
+            # The stream was created a moment ago: its interest may not have reached this server yet.
+            await publish_when_routed(nc, "WORK.job", f"{index}".encode())
         await js.add_stream(StreamConfig(name=DEAD_LETTERS, subjects=["DLQ.>"]))
         for subject in ("DLQ.orders", "DLQ.orders", "DLQ.payments"):
-            await js.publish(subject, b"{}")
+            await publish_when_routed(nc, subject, b"{}")
         await nc.close()
 
 
