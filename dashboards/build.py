@@ -15,7 +15,7 @@ from pathlib import Path
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from dashboards import consumers, dead_letters, exporter_health, overview
+from dashboards import accounts, cluster, consumers, dead_letters, exporter_health, overview, servers
 
 OUTPUT_DIR = Path(__file__).resolve().parent
 
@@ -24,6 +24,9 @@ DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
     "nats-jetstream-consumers.json": consumers.build_dashboard,
     "nats-jetstream-dead-letters.json": dead_letters.build_dashboard,
     "nats-jetstream-exporter.json": exporter_health.build_dashboard,
+    "nats-jetstream-cluster.json": cluster.build_dashboard,
+    "nats-jetstream-accounts.json": accounts.build_dashboard,
+    "nats-jetstream-servers.json": servers.build_dashboard,
 }
 
 

@@ -6,7 +6,8 @@ family also ``consumer``. Values are matched with ``=~`` because the variables a
 "All" = ``.*``.
 
 No query sums over exporter replicas or instances: the exporter reports each stream once, so the only
-aggregations are over a label the query names (``subject``, the fill-ratio ``limit``).
+aggregations are over a label the query names (``subject``, the fill-ratio ``limit``), or keep the exporter
+target and the entity they total (``sum by (job, instance, account)`` for an account's streams).
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ def consumer_threshold(check: str, severity: str = "critical") -> str:
     return f"max without (check, severity) ({selector})"
 
 
+def stream_peer_series(metric: str) -> str:
+    """A per-peer stream family labelled ``account``, ``stream``, ``server`` (``nats_stream_replica_*``)."""
+    return _selector(metric, ('account=~"$account"', 'stream=~"$stream"', 'server=~"$server"'))
+
+
+def server_series(metric: str) -> str:
+    """A per-server family labelled ``server`` (``nats_server_jetstream_*``, the meta group's replicas)."""
+    return _selector(metric, ('server=~"$server"',))
+
+
 def dead_letter_series(metric: str) -> str:
     """A family about a dead-letter stream: its ``stream`` label is chosen by ``$dlq_stream``.
 
@@ -66,3 +77,8 @@ def per_second(selector: str) -> str:
 
 def increase_over(selector: str, window: str) -> str:
     return f"increase({selector}[{window}])"
+
+
+def per_account(operator: str, expr: str) -> str:
+    """``expr`` folded to one value per account, per exporter target (never across exporter replicas)."""
+    return f"{operator} by (job, instance, account) ({expr})"

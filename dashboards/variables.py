@@ -62,6 +62,17 @@ def stream_variable() -> dashboard.QueryVariable:
     )
 
 
+def stream_account_variable() -> dashboard.QueryVariable:
+    """Accounts read from the streams: with a system-account user that is every account of the cluster,
+    while ``nats_account_jetstream_*`` describes only the account the exporter connects as."""
+    return _label_variable(
+        "account",
+        "Account",
+        "label_values(nats_stream_info, account)",
+        "Accounts that have JetStream streams.",
+    )
+
+
 def consumer_variable() -> dashboard.QueryVariable:
     return _label_variable(
         "consumer",
@@ -86,4 +97,22 @@ def instance_variable() -> dashboard.QueryVariable:
         "Exporter",
         "label_values(nats_up, instance)",
         "The scraped exporter instances (Prometheus's instance label).",
+    )
+
+
+def stream_peer_variable() -> dashboard.QueryVariable:
+    return _label_variable(
+        "server",
+        "Server",
+        'label_values(nats_stream_replica_current{account=~"$account", stream=~"$stream"}, server)',
+        "Servers that hold a replica of the chosen streams.",
+    )
+
+
+def server_variable() -> dashboard.QueryVariable:
+    return _label_variable(
+        "server",
+        "Server",
+        "label_values(nats_server_jetstream_storage_bytes, server)",
+        "JetStream servers of the cluster (exporter connected as a system-account user).",
     )

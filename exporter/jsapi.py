@@ -19,6 +19,9 @@ from nats.aio.msg import Msg
 STREAM_NOT_FOUND = 10059
 NO_MESSAGE_FOUND = 10037
 JETSTREAM_NOT_ENABLED_FOR_ACCOUNT = 10039
+# The shortest wait a request is given, even when its caller's time is (nearly) up: it still gets sent,
+# and fails as a timeout that names its subject.
+MIN_TIMEOUT_SECONDS = 0.001
 
 
 class JetStreamRequestError(Exception):
@@ -30,7 +33,8 @@ class JetStreamRequestError(Exception):
 
 
 class JetStreamTimeoutError(JetStreamRequestError):
-    """No reply in time: with the refusals known (``DeniedSubjects``), the server is slow or gone."""
+    """No reply in time: with the refusals known (``DeniedSubjects``), the server is slow or gone, or, on a
+    cluster, the leader of the stream or consumer asked is down or being elected."""
 
 
 class JetStreamPermissionError(JetStreamRequestError):
@@ -123,10 +127,15 @@ class JetStreamApi:
         """The full subject of an API endpoint, e.g. ``STREAM.LIST`` -> ``$JS.hub.API.STREAM.LIST``."""
         return f"{self._prefix}.{api}"
 
-    async def request_json(self, api: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Send a JSON request and return the decoded reply; raise on no reply, bad JSON or ``error``."""
+    async def request_json(
+        self, api: str, payload: Mapping[str, Any] | None = None, *, reply_within: float | None = None
+    ) -> dict[str, Any]:
+        """Send a JSON request and return the decoded reply; raise on no reply, bad JSON or ``error``.
+
+        ``reply_within`` shortens this one request's wait (never lengthens it past the API's own timeout).
+        """
         subject = self.subject(api)
-        msg = await self.request_message(api, payload)
+        msg = await self.request_message(api, payload, reply_within=reply_within)
         try:
             reply = json.loads(msg.data)
         except ValueError as exc:
@@ -138,38 +147,43 @@ class JetStreamApi:
             raise error
         return reply
 
-    async def request_message(self, api: str, payload: Mapping[str, Any] | None = None) -> Msg:
+    async def request_message(
+        self, api: str, payload: Mapping[str, Any] | None = None, *, reply_within: float | None = None
+    ) -> Msg:
         """Send a request and return the raw reply (for replies that carry headers, like direct get)."""
         subject = self.subject(api)
         data = json.dumps(payload, separators=(",", ":")).encode() if payload is not None else b""
+        wait = (
+            self._timeout
+            if reply_within is None
+            else max(MIN_TIMEOUT_SECONDS, min(reply_within, self._timeout))
+        )
         try:
-            msg: Msg = await self._nc.request(subject, data, timeout=self._timeout)
+            msg: Msg = await self._nc.request(subject, data, timeout=wait)
         except nats.errors.NoRespondersError:
             raise JetStreamUnavailableError(
                 subject, "no responders (is JetStream enabled, and is the domain right?)"
             ) from None
         except nats.errors.TimeoutError:
-            raise self._timeout_error(subject) from None
+            raise self._timeout_error(subject, wait) from None
         except nats.errors.Error as exc:
             raise JetStreamRequestError(subject, _describe(exc)) from None
         if self._denied:
             self._denied.forget(subject)
         return msg
 
-    def _timeout_error(self, subject: str) -> JetStreamRequestError:
+    def _timeout_error(self, subject: str, wait: float) -> JetStreamRequestError:
         if self._denied is None:
             # The connection's refusals are not known here: both causes remain possible.
             return JetStreamTimeoutError(
                 subject,
-                f"no reply within {self._timeout:g}s (may the exporter's user publish to this subject?)",
+                f"no reply within {wait:g}s (may the exporter's user publish to this subject?)",
             )
         if subject in self._denied:
             return JetStreamPermissionError(
                 subject, "permissions violation: the exporter's user may not publish to this subject"
             )
-        return JetStreamTimeoutError(
-            subject, f"timed out after {self._timeout:g}s: the server is slow or unreachable"
-        )
+        return JetStreamTimeoutError(subject, f"timed out after {wait:g}s: the server is slow or unreachable")
 
 
 def _describe(exc: Exception) -> str:

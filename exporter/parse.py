@@ -14,7 +14,14 @@ from datetime import date, datetime
 from typing import Any
 
 from exporter.monitoring import consumer_monitoring, metadata_label_values, stream_monitoring
-from exporter.snapshot import AccountState, ConsumerState, DeadLetterState, StreamState
+from exporter.snapshot import (
+    AccountState,
+    ConsumerState,
+    DeadLetterState,
+    ReplicaState,
+    SourceState,
+    StreamState,
+)
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _NANOSECONDS = 1_000_000_000
@@ -113,10 +120,61 @@ def parse_stream_state(
         num_deleted=int(state.get("num_deleted", 0)),
         consumer_count=int(state.get("consumer_count", 0)),
         leader=cluster.get("leader", ""),
+        peers=parse_peers(cluster),
+        sources=parse_sources(info),
         thresholds=monitoring.thresholds,
         metadata_problems=monitoring.problems,
         metadata_labels=metadata_label_values(metadata, label_keys),
     )
+
+
+def parse_peers(cluster: Mapping[str, Any]) -> tuple[ReplicaState, ...]:
+    """A ``cluster`` block -> every peer, the leader first (current, lag 0); empty when not clustered.
+
+    The leader reports the other peers in ``replicas``; one it reports offline, or not current, is not
+    current. Without a leader (an election, or the only replica down) the listed peers are all there is.
+    """
+    leader = cluster.get("leader") or ""
+    peers = [ReplicaState(server=leader, current=True)] if leader else []
+    for replica in cluster.get("replicas") or ():
+        name = str(replica.get("name", ""))
+        if not name or name == leader:
+            continue
+        current = bool(replica.get("current", False)) and not replica.get("offline", False)
+        peers.append(ReplicaState(server=name, current=current, lag_operations=int(replica.get("lag", 0))))
+    return tuple(peers)
+
+
+def replicas_current(cluster: Mapping[str, Any]) -> int:
+    """Peers of a ``cluster`` block current with the leader, the leader included; 0 without a leader."""
+    if not cluster.get("leader"):
+        return 0
+    return sum(peer.current for peer in parse_peers(cluster))
+
+
+def parse_sources(info: Mapping[str, Any]) -> tuple[SourceState, ...]:
+    """``StreamInfo.mirror`` and ``StreamInfo.sources[]`` -> SourceState, one per origin stream name, by name
+    (the server lists sources in no fixed order)."""
+    found: dict[str, SourceState] = {}
+    mirror = info.get("mirror")
+    origins = [("mirror", mirror)] if mirror else []
+    origins.extend(("source", source) for source in info.get("sources") or ())
+    for kind, origin in origins:
+        name = str(origin.get("name", ""))
+        if not name or name in found:  # the `source` label must identify one series per origin
+            continue
+        external = origin.get("external") or {}
+        active = origin.get("active")
+        found[name] = SourceState(
+            kind=kind,
+            name=name,
+            filter_subject=str(origin.get("filter_subject") or ""),
+            external_api=str(external.get("api") or ""),
+            lag_messages=int(origin.get("lag", 0)),
+            # Nanoseconds since the origin was last heard from; negative (or absent) means never.
+            active_seconds=active / _NANOSECONDS if isinstance(active, int) and active >= 0 else None,
+        )
+    return tuple(found[name] for name in sorted(found))
 
 
 def filter_subjects_of(config: Mapping[str, Any]) -> tuple[str, ...]:
@@ -129,10 +187,11 @@ def filter_subjects_of(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def parse_consumer_state(
-    info: Mapping[str, Any], account: str, label_keys: tuple[str, ...] = ()
+    info: Mapping[str, Any], account: str, label_keys: tuple[str, ...] = (), *, stream_replicas: int = 1
 ) -> ConsumerState:
     """One ``ConsumerInfo`` (from CONSUMER.LIST or CONSUMER.INFO) -> ConsumerState.
 
+    ``stream_replicas`` is the stream's replica count, which a consumer configured with 0 replicas has.
     ``lag_seconds`` is 0.0 when nothing is outstanding (nothing to look up), else None: the source
     measures it with a message look-up. ``label_keys`` as for streams.
     """
@@ -144,6 +203,7 @@ def parse_consumer_state(
     cluster = info.get("cluster") or {}
     num_pending = int(info.get("num_pending", 0))
     num_ack_pending = int(info.get("num_ack_pending", 0))
+    replicas = int(config.get("num_replicas") or 0) or stream_replicas
     return ConsumerState(
         account=account,
         stream=info["stream_name"],
@@ -168,6 +228,8 @@ def parse_consumer_state(
         ack_floor_last_active=parse_timestamp(ack_floor.get("last_active")),
         paused=bool(info.get("paused", False)),
         leader=cluster.get("leader", ""),
+        replicas=replicas,
+        replicas_current=replicas_current(cluster) if cluster else replicas,
         lag_seconds=0.0 if num_pending == 0 and num_ack_pending == 0 else None,
         thresholds=monitoring.thresholds,
         metadata_problems=monitoring.problems,
@@ -212,6 +274,20 @@ def parse_list_page(reply: Mapping[str, Any], key: str) -> ListPage:
         received=len(entries),
         unavailable=tuple(unavailable),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NamesPage:
+    """One page of STREAM.NAMES: names only, which the meta leader answers without asking stream leaders."""
+
+    names: tuple[str, ...]
+    total: int
+
+
+def parse_names_page(reply: Mapping[str, Any], key: str = "streams") -> NamesPage:
+    """A paged names reply (``STREAM.NAMES``) -> NamesPage."""
+    names = tuple(str(name) for name in reply.get(key) or ())
+    return NamesPage(names=names, total=int(reply.get("total", len(names))))
 
 
 def subject_counts_page(reply: Mapping[str, Any]) -> Mapping[str, int]:

@@ -85,7 +85,9 @@ class CollectionSettings:
     # After a failed cycle the last good data is served (with nats_up 0) for this long, then dropped.
     stale_data_ttl_seconds: float = 300.0
     lag_lookups_per_cycle: int = 1000  # cap on message look-ups for nats_consumer_lag_seconds
-    request_timeout_seconds: float = 5.0  # one JetStream API request, independent of the interval
+    # Longest wait for one JetStream API reply (the source also caps it at half the deadline). Above the
+    # 4 s a clustered server waits for unreachable stream and consumer leaders before it answers a list.
+    request_timeout_seconds: float = 5.0
     scope: str = "auto"  # auto | account | cluster: what one exporter collects
     expected_servers: int | None = None  # servers the cluster should have; None: not checked
     shard: tuple[int, int] | None = None  # (K, N): this exporter collects shard K of N; None: everything

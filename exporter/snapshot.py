@@ -8,7 +8,7 @@ A limit the server reports as unlimited is ``None`` here, so the renderer can om
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,27 @@ class AccountState:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """One peer of a clustered stream's group, as its leader reports it (the leader itself included)."""
+
+    server: str
+    current: bool  # False while behind or offline
+    lag_operations: int = 0  # cluster.replicas[].lag; 0 for the leader
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """One origin a stream mirrors or sources from: ``StreamInfo.mirror`` or ``StreamInfo.sources[]``."""
+
+    kind: str  # "mirror" | "source"
+    name: str  # the origin stream's name
+    filter_subject: str
+    external_api: str  # the external API prefix (another domain or account), "" when local
+    lag_messages: int
+    active_seconds: float | None  # time since the origin was last heard from; None: never
+
+
+@dataclass(frozen=True, slots=True)
 class Threshold:
     """One ``io.nats.monitor.*`` threshold of a stream or consumer (see exporter.monitoring)."""
 
@@ -109,11 +130,28 @@ class StreamState:
     consumer_count: int
     # cluster
     leader: str = ""
+    # The group's peers, leader first; empty when the server is not clustered (the stream is then current
+    # on the one server there is).
+    peers: tuple[ReplicaState, ...] = ()
+    sources: tuple[SourceState, ...] = ()  # the mirror, or the sources, by origin name
+
     # metadata: io.nats.monitor.* thresholds, unreadable monitoring values (messages), and the values of the
     # keys configured as labels (labels.from_metadata, in that order; "" when absent)
     thresholds: tuple[Threshold, ...] = ()
     metadata_problems: tuple[str, ...] = ()
     metadata_labels: tuple[str, ...] = ()
+
+    @property
+    def replicas_current(self) -> int:
+        """Peers current with the leader, the leader included; 0 while there is no leader."""
+        if not self.peers:
+            return self.replicas
+        return sum(peer.current for peer in self.peers) if self.leader else 0
+
+    def unreachable(self) -> StreamState:
+        """These values, kept for a cycle in which the stream's leader did not answer: no peer current."""
+        peers = tuple(replace(peer, current=False) for peer in self.peers)
+        return replace(self, leader="", peers=peers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +183,8 @@ class ConsumerState:
     ack_floor_last_active: float | None  # None before the first ack
     paused: bool = False
     leader: str = ""
+    replicas: int = 1  # config.num_replicas, or the stream's when that is 0 ("as the stream")
+    replicas_current: int = 1  # peers current with the leader, the leader included; 0 without a leader
     # Age of the oldest unacknowledged message at collection time; 0.0 when nothing is outstanding;
     # None when it was not measured this cycle (look-up cap reached, or the look-up failed).
     lag_seconds: float | None = None
@@ -152,6 +192,10 @@ class ConsumerState:
     thresholds: tuple[Threshold, ...] = ()
     metadata_problems: tuple[str, ...] = ()
     metadata_labels: tuple[str, ...] = ()
+
+    def unreachable(self) -> ConsumerState:
+        """These values, kept for a cycle in which the consumer's leader did not answer: no peer current."""
+        return replace(self, leader="", replicas_current=0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 # Re-exported: older test modules import it from here; new ones import it from support.waiting.
 from support.waiting import wait_for  # noqa: F401
 
-from exporter.natsserver import NatsServerProcess, free_port
+from exporter.natsserver import NatsCluster, NatsServerProcess
 
 
 @pytest.fixture(autouse=True)
@@ -40,25 +39,6 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
         server.cleanup()
 
 
-def three_node_cluster(base: Any) -> list[NatsServerProcess]:
-    """Three clustered JetStream servers n1..n3 (tagged node:1..3), started."""
-    ports = [free_port() for _ in range(3)]
-    servers = []
-    for index, port in enumerate(ports):
-        routes = ", ".join(f'"nats-route://127.0.0.1:{other}"' for other in ports if other != port)
-        cluster = f'cluster {{ name: "c", listen: "127.0.0.1:{port}", routes: [{routes}] }}\n'
-        servers.append(
-            NatsServerProcess(
-                store_dir=base / f"n{index + 1}",
-                server_name=f"n{index + 1}",
-                extra_config=cluster + f'server_tags: ["node:{index + 1}"]\n',
-            )
-        )
-    try:
-        for server in servers:
-            server.start()
-    except BaseException:
-        for server in servers:
-            server.cleanup()
-        raise
-    return servers
+def three_node_cluster(base: Path) -> list[NatsServerProcess]:
+    """Three clustered JetStream servers n1..n3 (tagged node:1..3), started: ``NatsCluster``'s members."""
+    return NatsCluster(base).start().members

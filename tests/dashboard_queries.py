@@ -18,6 +18,16 @@ DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboards"
 # hold at least two scrapes, the range at most the data there is.
 GRAFANA_INTERVALS = {"$__rate_interval": "1m", "$__range": "5m"}
 ALL = ".*"  # what every label variable's "All" stands for
+# What a dashboard needs from NATS before every panel has data. Any JetStream server with streams and
+# consumers serves the dashboards not listed; the others need replicated streams with a mirror and a source,
+# or the exporter connected as a system-account user to a cluster (per-server usage, the meta group).
+SINGLE_SERVER = "single server"
+CLUSTER = "cluster with replicated streams, a mirror and a source"
+SYSTEM_ACCOUNT = "cluster, exporter connected as a system-account user"
+SETUP_NEEDED = {
+    "nats-jetstream-cluster.json": CLUSTER,
+    "nats-jetstream-servers.json": SYSTEM_ACCOUNT,
+}
 _VARIABLE = re.compile(r"\$\{?(\w+)\}?")
 _LABEL_VALUES = re.compile(r"^label_values\((?:(?P<selector>.+),\s*)?(?P<label>\w+)\)$")
 
@@ -35,8 +45,14 @@ class PanelQuery:
         return f"{self.dashboard} panel {self.panel_id} '{self.panel_title}' query {self.ref_id}"
 
 
-def dashboard_files() -> list[Path]:
-    return sorted(DASHBOARD_DIR.glob("*.json"))
+def setup_needed(path: Path) -> str:
+    return SETUP_NEEDED.get(path.name, SINGLE_SERVER)
+
+
+def dashboard_files(setup: str | None = None) -> list[Path]:
+    """Every committed dashboard, or those whose data the given setup provides."""
+    paths = sorted(DASHBOARD_DIR.glob("*.json"))
+    return [path for path in paths if setup is None or setup_needed(path) == setup]
 
 
 def load_dashboard(path: Path) -> dict[str, Any]:
@@ -64,8 +80,8 @@ def panel_queries(path: Path) -> list[PanelQuery]:
     ]
 
 
-def every_panel_query() -> list[PanelQuery]:
-    return [query for path in dashboard_files() for query in panel_queries(path)]
+def every_panel_query(setup: str | None = None) -> list[PanelQuery]:
+    return [query for path in dashboard_files(setup) for query in panel_queries(path)]
 
 
 def variables(dashboard: dict[str, Any]) -> list[dict[str, Any]]:

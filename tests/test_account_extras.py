@@ -19,7 +19,7 @@ import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
 from spec_platform import publish_when_routed
 from support.scraping import Samples, sample, scrape
-from support.system_cluster import SYSTEM_USER, start_system_cluster, user_of, wait_for_meta_leader
+from support.system_cluster import SYSTEM_USER, system_cluster, user_of, wait_for_meta_leader
 from support.waiting import wait_for
 
 from exporter.app import ExporterApp
@@ -56,14 +56,9 @@ INSIDE_ONLY = (
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NatsServerProcess]]:
-    servers: list[NatsServerProcess] = []
-    try:
-        servers = start_system_cluster(tmp_path_factory.mktemp("account-extras"), ACCOUNTS)
-        asyncio.run(_provision(servers[0].url))
-        yield servers
-    finally:
-        for server in servers:
-            server.cleanup()
+    with system_cluster(tmp_path_factory.mktemp("account-extras"), ACCOUNTS) as started:
+        asyncio.run(_provision(started.members[0].url))
+        yield started.members
 
 
 async def _provision(url: str) -> None:

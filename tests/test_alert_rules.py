@@ -23,7 +23,7 @@ RUNBOOKS = ROOT / "docs" / "runbooks.md"
 ALERTS_DOC = ROOT / "docs" / "alerts.md"
 
 SEVERITIES = {"critical", "warning", "info"}
-ENTITY_LABELS = ("account", "stream", "consumer", "subject")
+ENTITY_LABELS = ("account", "stream", "consumer", "subject", "source", "server")
 RUNBOOK_PARTS = ("**What it means.**", "**What to check.**", "**What to do.**")
 ALERT_LINE = re.compile(r"^\s*- alert:\s*(\S+)\s*$")
 GROUP_LINE = re.compile(r"^\s*- name:")
@@ -170,7 +170,7 @@ def test_firing_cases_expect_exact_labels_and_annotations_that_name_the_entity()
             for label in ENTITY_LABELS:
                 if label in labels:
                     assert str(labels[label]) in annotations["description"], f"{name}: {label} not named"
-            entity = labels.get("stream", labels.get("account", labels["instance"]))
+            entity = labels.get("stream", labels.get("server", labels.get("account", labels["instance"])))
             assert str(entity) in annotations["summary"], f"{name}: summary does not name {entity}"
 
 
@@ -296,8 +296,9 @@ def test_builder_rejects_an_unusable_base_url_in_one_line(tmp_path, base, compla
 def test_builder_rejects_rule_files_with_several_runbook_bases(tmp_path):
     alerts = tmp_path / "alerts"
     alerts.mkdir()
-    text = RULE_FILES[0].read_text(encoding="utf-8")
-    (alerts / RULE_FILES[0].name).write_text(
+    (rule_file,) = (path for path in RULE_FILES if "#natsexporterdown" in path.read_text(encoding="utf-8"))
+    text = rule_file.read_text(encoding="utf-8")
+    (alerts / rule_file.name).write_text(
         text.replace("invalid/docs/runbooks.md#natsexporterdown", "invalid/other.md#natsexporterdown")
     )
     result = build("--alerts-dir", str(alerts), "--output", str(tmp_path / "out.yaml"))

@@ -178,6 +178,7 @@ def test_every_environment_variable_is_read(tmp_path):
         f"{ENV_PREFIX}CONCURRENCY": "8",
         f"{ENV_PREFIX}STALE_DATA_TTL": "0",
         f"{ENV_PREFIX}LAG_LOOKUPS_PER_CYCLE": "50",
+        f"{ENV_PREFIX}REQUEST_TIMEOUT": "7s",
         # Regexes are not split on commas: {1,3} must survive.
         f"{ENV_PREFIX}STREAM_INCLUDE": "AI_[A-Z]{1,3}",
         f"{ENV_PREFIX}STREAM_EXCLUDE": "AI_X",
@@ -198,6 +199,7 @@ def test_every_environment_variable_is_read(tmp_path):
     assert settings.collection.concurrency == 8
     assert settings.collection.stale_data_ttl_seconds == 0.0
     assert settings.collection.lag_lookups_per_cycle == 50
+    assert settings.collection.request_timeout_seconds == 7.0
     assert settings.filters.stream_selected("AI_DLQ")
     assert not settings.filters.stream_selected("AI_X")
     assert not settings.filters.stream_selected("AI_PIPELINE")
@@ -300,6 +302,7 @@ FILE_ERRORS = [
     ("collection:\n  concurrency: 2.5\n", "collection.concurrency", "expected a whole number, got a number"),
     ("collection:\n  concurrency: '8'\n", "collection.concurrency", "expected a whole number"),
     ("collection:\n  concurrency: 0\n", "collection.concurrency", "must be greater than zero"),
+    ("collection:\n  request_timeout: 0s\n", "collection.request_timeout", "must be greater than zero"),
     (
         "collection:\n  lag_lookups_per_cycle: -1\n",
         "collection.lag_lookups_per_cycle",

@@ -18,6 +18,8 @@ import yaml
 from dashboard_queries import (
     ALL,
     DASHBOARD_DIR,
+    SETUP_NEEDED,
+    SINGLE_SERVER,
     PanelQuery,
     all_panels,
     dashboard_files,
@@ -37,9 +39,15 @@ REPO = DASHBOARD_DIR.parent
 # Grafana 11.0 writes schemaVersion 39, Grafana 11.6 (the pinned grafana-foundation-sdk build) 41.
 GRAFANA_11_SCHEMA_VERSIONS = range(39, 42)
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
-LABEL_VARIABLES = {"account", "stream", "consumer", "dlq_stream", "instance"}
-# Which variables may filter a label: a dead-letter stream's `stream` label is chosen by $dlq_stream.
-VARIABLES_FOR_LABEL = {"account": {"account"}, "stream": {"stream", "dlq_stream"}, "consumer": {"consumer"}}
+LABEL_VARIABLES = {"account", "stream", "consumer", "dlq_stream", "instance", "server"}
+# Which variables may filter a label: a dead-letter stream's `stream` label is chosen by $dlq_stream; `server`
+# names a JetStream server (per-server usage, a stream's or the meta group's peer).
+VARIABLES_FOR_LABEL = {
+    "account": {"account"},
+    "stream": {"stream", "dlq_stream"},
+    "consumer": {"consumer"},
+    "server": {"server"},
+}
 FAMILY_LABELS = {family.name: set(family.labels) for family in FAMILIES}
 # A histogram is queried through its series: _bucket (labelled le too), _count and _sum.
 FAMILY_LABELS |= {
@@ -82,16 +90,29 @@ def test_committed_json_is_exactly_what_the_generator_writes(tmp_path: Path) -> 
     assert not stale, f"out of date: {stale}; run `python -m dashboards.build` and commit the result"
 
 
-def test_the_four_dashboards_exist_with_unique_uids() -> None:
+def test_the_seven_dashboards_exist_with_unique_uids() -> None:
     titles = {load_dashboard(path)["title"] for path in DASHBOARDS}
     assert titles == {
         "NATS JetStream / Overview",
         "NATS JetStream / Consumers",
         "NATS JetStream / Dead letters",
         "NATS JetStream / Exporter health",
+        "NATS JetStream / Cluster",
+        "NATS JetStream / Accounts",
+        "NATS JetStream / Servers",
     }
     uids = [load_dashboard(path)["uid"] for path in DASHBOARDS]
     assert len(set(uids)) == len(uids)
+
+
+def test_the_setup_each_dashboard_needs_names_committed_dashboards() -> None:
+    """The end-to-end test queries the dashboards its stack feeds; the rest need a cluster it lacks."""
+    names = {path.name for path in DASHBOARDS}
+    assert set(SETUP_NEEDED) <= names, f"no such dashboard: {set(SETUP_NEEDED) - names}"
+    single = dashboard_files(SINGLE_SERVER)
+    assert single
+    assert not {path.name for path in single} & set(SETUP_NEEDED)
+    assert sorted(single + [path for path in DASHBOARDS if path.name in SETUP_NEEDED]) == DASHBOARDS
 
 
 def test_schema_version_is_grafana_11s(dashboard: dict[str, Any]) -> None:
@@ -139,6 +160,8 @@ def test_label_variables_are_multi_value_with_all_and_chained(dashboard: dict[st
             used = referenced_variables(selector or "")
             assert used <= defined, f"{name} uses {used - defined}, not defined before it"
             expected = {"stream": {"account"}, "consumer": {"account", "stream"}, "dlq_stream": {"account"}}
+            if "stream" in defined:  # a stream's peers; without a stream variable, the cluster's servers
+                expected["server"] = {"account", "stream"}
             assert used >= expected.get(name, set()), f"{name} is not narrowed by {expected[name] - used}"
         defined.add(name)
 

@@ -21,6 +21,7 @@ import pytest_asyncio
 import yaml
 from conftest import wait_for
 from dashboard_queries import (
+    SINGLE_SERVER,
     dashboard_files,
     every_panel_query,
     label_values_query,
@@ -194,7 +195,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 
 
 async def test_every_dashboard_query_returns_data(stack: Stack) -> None:
-    queries = every_panel_query()
+    queries = every_panel_query(SINGLE_SERVER)
     assert len(queries) > 40
     empty: list[str] = []
 
@@ -217,7 +218,7 @@ async def test_every_variable_offers_a_value(stack: Stack) -> None:
     """Each template variable's label_values() query, as Grafana sends it, lists the demo's values."""
     expected = {"account": ACCOUNT, "stream": DEAD_LETTER_STREAM, "dlq_stream": DEAD_LETTER_STREAM}
     expected |= {"consumer": "chat-handler"}
-    for path in dashboard_files():
+    for path in dashboard_files(SINGLE_SERVER):
         for variable in variables(load_dashboard(path)):
             if variable["type"] != "query":
                 continue

@@ -48,9 +48,11 @@ from exporter.snapshot import (
     ExporterHealth,
     MetaClusterState,
     MetaPeer,
+    ReplicaState,
     ServerInfo,
     ServerJetStreamState,
     Snapshot,
+    SourceState,
     StreamEventCounts,
     StreamState,
     Threshold,
@@ -177,6 +179,19 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_exporter_lag_lookups_skipped": ("gauge", ()),
     "nats_exporter_malformed_advisories_total": ("counter", ()),
     "nats_exporter_collection_interval_seconds": ("gauge", ()),
+    # clustered JetStream
+    "nats_stream_replicas": ("gauge", ("account", "stream")),
+    "nats_stream_replicas_current": ("gauge", ("account", "stream")),
+    "nats_stream_replica_current": ("gauge", ("account", "stream", "server")),
+    "nats_stream_replica_lag_operations": ("gauge", ("account", "stream", "server")),
+    "nats_consumer_replicas": ("gauge", ("account", "stream", "consumer")),
+    "nats_consumer_replicas_current": ("gauge", ("account", "stream", "consumer")),
+    "nats_stream_source_lag_messages": ("gauge", ("account", "stream", "source")),
+    "nats_stream_source_last_active_timestamp_seconds": ("gauge", ("account", "stream", "source")),
+    "nats_stream_source_info": (
+        "gauge",
+        ("account", "stream", "source", "kind", "filter_subject", "external_api"),
+    ),
     # elections, quorum and processing time (METRICS.md: clustered JetStream, health signals)
     "nats_stream_leader_elections_total": ("counter", ("account", "stream")),
     "nats_stream_quorum_lost_total": ("counter", ("account", "stream")),
@@ -275,6 +290,12 @@ def golden_snapshot() -> Snapshot:
         num_subjects=7,
         num_deleted=2,
         consumer_count=2,
+        replicas=3,
+        peers=(
+            ReplicaState("nats-a", current=True),
+            ReplicaState("nats-b", current=True),
+            ReplicaState("nats-c", current=False, lag_operations=17),
+        ),
         thresholds=(Threshold("msgs", "critical", 1), Threshold("subjects_max", "warning", 500)),
         metadata_labels=("companions", ""),
     )
@@ -288,6 +309,10 @@ def golden_snapshot() -> Snapshot:
         last_ts=T0 - 0.125,
         num_subjects=3,
         consumer_count=1,
+        sources=(
+            SourceState("source", "AI_CHAT_STREAM", "ai.chat.>", "", lag_messages=12, active_seconds=1.5),
+            SourceState("source", "EDGE_PIPELINE", "", "$JS.edge.API", lag_messages=0, active_seconds=None),
+        ),
     )
     empty = stream("AI_CHAT_STREAM", storage="memory", max_age_seconds=300.0, first_seq=1, leader="nats-b")
     dlq = stream(
@@ -320,6 +345,8 @@ def golden_snapshot() -> Snapshot:
         ack_floor_stream_seq=38,
         ack_floor_last_active=T0 - 3.0,
         lag_seconds=42.5,
+        replicas=3,
+        replicas_current=2,
         thresholds=(Threshold("outstanding_ack", "critical", 500), Threshold("last_ack", "critical", 300)),
         metadata_labels=("companions", "chat-team"),
     )
@@ -540,6 +567,7 @@ def test_volatile_identity_only_on_info_series() -> None:
         if not name.endswith("_info"):
             entity_labels = {"account", "stream", "consumer", "subject", "stage", "check", "severity", "le"}
             entity_labels.add("server")  # per-server and per-peer series
+            entity_labels.add("source")  # a mirror's or source's origin stream
             assert {label for label, _ in labels} <= entity_labels, name
     elected = golden_snapshot()
     elected = dataclasses.replace(

@@ -40,6 +40,7 @@ from spec_platform import (
     respond,
     voice_message,
 )
+from support.cluster import lead_away_from
 
 from exporter.jsapi import NO_MESSAGE_FOUND, STREAM_NOT_FOUND, api_error_from_reply
 from exporter.natsserver import NatsServerProcess
@@ -60,6 +61,7 @@ from exporter.parse import (
     parse_timestamp,
     subject_counts_page,
 )
+from exporter.snapshot import ReplicaState, SourceState
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -177,7 +179,8 @@ def header_map(msg: Msg) -> dict[str, str]:
 
 
 async def record_cluster(base: Path) -> dict[str, Any]:
-    """STREAM.LIST and CONSUMER.LIST of a cluster with one server down: ``missing`` and placeholders."""
+    """A cluster's replies: replica groups healthy and with one server down (``missing``, placeholders,
+    an offline peer), a mirror, and sources (one filtered, one through an external API prefix)."""
     servers = three_node_cluster(base)
     try:
         nc = await nats.connect(servers[0].url)
@@ -187,15 +190,49 @@ async def record_cluster(base: Path) -> dict[str, Any]:
             await create_consumer(nc, "EDGE", {"name": "edge-reader", "durable_name": "edge-reader"})
             await create_stream(nc, "CORE", ["core.>"], num_replicas=1, placement={"tags": ["node:1"]})
             await publish_when_routed(nc, "edge.event", b"x")
+            await create_stream(nc, "REPLICATED", ["replicated.>"], num_replicas=3)
+            await create_consumer(nc, "REPLICATED", {"name": "reader", "durable_name": "reader"})
+            for subject in ("replicated.a", "replicated.a", "replicated.b"):
+                await publish_when_routed(nc, subject, b"x")
+            await lead_away_from(nc, "REPLICATED", servers[2].server_name)
+            await create_stream(nc, "COPY", [], placement={"tags": ["node:1"]}, mirror={"name": "REPLICATED"})
+            sources = [
+                {"name": "REPLICATED", "filter_subject": "replicated.a"},
+                {"name": "FAR", "external": {"api": "$JS.elsewhere.API", "deliver": ""}},
+            ]
+            await create_stream(nc, "MERGED", [], placement={"tags": ["node:2"]}, sources=sources)
+
+            async def copied() -> bool:
+                mirror = await js_request(nc, "STREAM.INFO.COPY")
+                merged = await js_request(nc, "STREAM.INFO.MERGED")
+                return mirror["state"]["messages"] == 3 and merged["state"]["messages"] == 2
+
+            await wait_for(copied, timeout=20, message="the mirror and the sources copied")
+            replies = {
+                "stream_info_replicated": await js_request(nc, "STREAM.INFO.REPLICATED"),
+                "consumer_list_replicated": await js_request(nc, "CONSUMER.LIST.REPLICATED", {"offset": 0}),
+                "stream_info_mirror": await js_request(nc, "STREAM.INFO.COPY"),
+                "stream_info_sources": await js_request(nc, "STREAM.INFO.MERGED"),
+            }
             servers[2].stop()
-            streams = await js_request(nc, "STREAM.LIST", {"offset": 0})
-            consumers = json.loads((await nc.request("$JS.API.CONSUMER.LIST.EDGE", b"{}", timeout=10)).data)
+            replies["stream_list_missing"] = await js_request(nc, "STREAM.LIST", {"offset": 0})
+            replies["consumer_list_missing"] = json.loads(
+                (await nc.request("$JS.API.CONSUMER.LIST.EDGE", b"{}", timeout=10)).data
+            )
+
+            async def peer_offline() -> bool:
+                info = await js_request(nc, "STREAM.INFO.REPLICATED")
+                replies["stream_info_replica_offline"] = info
+                peers = info["cluster"].get("replicas") or ()
+                return any(peer.get("offline") and not peer.get("current") for peer in peers)
+
+            await wait_for(peer_offline, timeout=30, message="the stopped peer reported offline")
         finally:
             await nc.close()
     finally:
         for server in servers:
             server.cleanup()
-    return {"stream_list_missing": streams, "consumer_list_missing": consumers}
+    return replies
 
 
 def write_fixtures(replies: Mapping[str, Any]) -> None:
@@ -372,6 +409,97 @@ def test_nothing_outstanding_means_zero_lag_without_a_lookup() -> None:
     assert parse_consumer_state(info, "AI").lag_seconds == 0.0
 
 
+# --- clustered: replica groups, mirrors and sources -------------------------------------------------------
+
+
+def test_replica_group_lists_every_peer_leader_first() -> None:
+    stream = parse_stream_state(fixture("stream_info_replicated"), "AI")
+    assert (stream.replicas, stream.leader, stream.replicas_current) == (3, "n1", 3)
+    assert stream.peers == (
+        ReplicaState("n1", current=True, lag_operations=0),
+        ReplicaState("n2", current=True, lag_operations=0),
+        ReplicaState("n3", current=True, lag_operations=0),
+    )
+
+
+def test_an_offline_peer_is_not_current_and_keeps_its_series() -> None:
+    healthy = parse_stream_state(fixture("stream_info_replicated"), "AI")
+    degraded = parse_stream_state(fixture("stream_info_replica_offline"), "AI")
+    assert [peer.server for peer in degraded.peers] == [peer.server for peer in healthy.peers]
+    assert [peer.current for peer in degraded.peers] == [True, True, False]
+    assert degraded.replicas_current == 2
+    # A peer that is behind reports its lag in operations; the leader is never behind.
+    reply = fixture("stream_info_replica_offline")
+    reply["cluster"]["replicas"][0] |= {"current": False, "lag": 42}
+    behind = parse_stream_state(reply, "AI")
+    assert [(peer.current, peer.lag_operations) for peer in behind.peers] == [
+        (True, 0),
+        (False, 42),
+        (False, 0),
+    ]
+    assert behind.replicas_current == 1
+
+
+def test_without_a_leader_no_replica_is_current() -> None:
+    placeholder = next(
+        entry for entry in fixture("stream_list_missing")["streams"] if entry["config"]["name"] == "EDGE"
+    )
+    stream = parse_stream_state(placeholder, "AI")
+    assert (stream.leader, stream.replicas, stream.replicas_current) == ("", 1, 0)
+    assert stream.peers == (ReplicaState("n3", current=False),)
+    kept = parse_stream_state(fixture("stream_info_replicated"), "AI").unreachable()
+    assert (kept.leader, kept.replicas_current, len(kept.peers)) == ("", 0, 3)
+    assert not any(peer.current for peer in kept.peers)
+
+
+def test_r1_stream_and_unclustered_server() -> None:
+    r1 = parse_stream_state(fixture("stream_info_mirror"), "AI")
+    assert (r1.replicas, r1.replicas_current, r1.peers) == (1, 1, (ReplicaState("n1", current=True),))
+    single = parse_stream_state(fixture("stream_list")["streams"][0], "AI")
+    assert (single.peers, single.replicas_current) == ((), single.replicas)  # no cluster block at all
+
+
+def test_consumer_replicas_as_the_stream_and_current() -> None:
+    info = fixture("consumer_list_replicated")["consumers"][0]
+    assert info["config"].get("num_replicas", 0) == 0  # configured "as the stream"
+    reader = parse_consumer_state(info, "AI", stream_replicas=3)
+    assert (reader.replicas, reader.replicas_current) == (3, 3)
+    info["cluster"]["replicas"][1] |= {"current": False, "offline": True}
+    assert parse_consumer_state(info, "AI", stream_replicas=3).replicas_current == 2
+    info["cluster"].pop("leader")
+    assert parse_consumer_state(info, "AI", stream_replicas=3).replicas_current == 0
+    single = parse_consumer_state(fixture("consumer_info"), "AI")
+    assert (single.replicas, single.replicas_current) == (1, 1)
+    assert single.unreachable().replicas_current == 0
+
+
+def test_mirror_and_sources() -> None:
+    mirror_info = fixture("stream_info_mirror")
+    (mirror,) = parse_stream_state(mirror_info, "AI").sources
+    assert mirror == SourceState(
+        kind="mirror",
+        name="REPLICATED",
+        filter_subject="",
+        external_api="",
+        lag_messages=mirror_info["mirror"]["lag"],
+        active_seconds=mirror_info["mirror"]["active"] / NS,
+    )
+    mirror_info["mirror"]["lag"] = 17
+    assert parse_stream_state(mirror_info, "AI").sources[0].lag_messages == 17
+
+    far, local = parse_stream_state(fixture("stream_info_sources"), "AI").sources  # by name
+    assert (local.kind, local.name, local.filter_subject, local.external_api) == (
+        "source",
+        "REPLICATED",
+        "replicated.a",
+        "",
+    )
+    assert local.active_seconds is not None
+    assert (far.kind, far.name, far.external_api) == ("source", "FAR", "$JS.elsewhere.API")
+    assert far.active_seconds is None  # never heard from: the server says -1
+    assert parse_stream_state(fixture("stream_info_replicated"), "AI").sources == ()
+
+
 # --- lists, missing entries, errors ---------------------------------------------------------------------
 
 
@@ -385,8 +513,8 @@ def test_missing_entries_are_named_and_their_placeholders_dropped() -> None:
     streams = fixture("stream_list_missing")
     page = parse_list_page(streams, "streams")
     assert page.unavailable == ("EDGE",)
-    assert [list_entry_name(item) for item in page.items] == ["CORE"]
-    assert (page.total, page.received) == (2, 2)  # the placeholder still counts for paging
+    assert [list_entry_name(item) for item in page.items] == ["COPY", "CORE", "MERGED", "REPLICATED"]
+    assert (page.total, page.received) == (5, 5)  # the placeholder still counts for paging
     consumers = fixture("consumer_list_missing")
     assert consumers["consumers"][0]["name"] == ""  # the server's placeholder has no name
     page = parse_list_page(consumers, "consumers")
@@ -399,7 +527,7 @@ def test_offline_map_counts_as_unavailable() -> None:
     reply["offline"] = dict.fromkeys(reply.pop("missing"), "unsupported feature")
     page = parse_list_page(reply, "streams")
     assert page.unavailable == ("EDGE",)
-    assert [list_entry_name(item) for item in page.items] == ["CORE"]
+    assert [list_entry_name(item) for item in page.items] == ["COPY", "CORE", "MERGED", "REPLICATED"]
 
 
 @pytest.mark.parametrize(
@@ -454,16 +582,19 @@ def test_oldest_of_several_lookups() -> None:
     assert oldest([None, None]) is None
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+if __name__ == "__main__" and sys.argv[1:] in (["--record"], ["--record-cluster"]):
+    # --record-cluster re-records only the cluster's replies, leaving the single server's as they are.
 
-    async def _record_all() -> None:
+    async def _record(*, single_server: bool) -> None:
         import tempfile  # noqa: PLC0415 (only the recorder needs it)
 
+        replies: dict[str, Any] = {}
         with tempfile.TemporaryDirectory() as base:
-            with NatsServerProcess(store_dir=Path(base) / "single", extra_config=ACCOUNTS) as server:
-                replies = await record_single_server(server)
+            if single_server:
+                with NatsServerProcess(store_dir=Path(base) / "single", extra_config=ACCOUNTS) as server:
+                    replies.update(await record_single_server(server))
             replies.update(await record_cluster(Path(base) / "cluster"))
         write_fixtures(replies)
         print(f"recorded {len(replies)} replies in {FIXTURES}")
 
-    asyncio.run(_record_all())
+    asyncio.run(_record(single_server=sys.argv[1] == "--record"))

@@ -17,7 +17,7 @@ import nats
 import nats.errors
 import nats.js.errors
 
-from exporter.natsserver import NatsServerProcess, free_port
+from exporter.natsserver import NatsCluster
 
 SYSTEM_USER = {"user": "sys", "password": "sys"}
 
@@ -41,22 +41,9 @@ def accounts_block(accounts: Iterable[str]) -> str:
     )
 
 
-def start_system_cluster(base: Path, accounts: Iterable[str]) -> list[NatsServerProcess]:
-    """Three routed members n1..n3, started (the caller cleans them up, also when this raises)."""
-    block = accounts_block(accounts)
-    ports = [free_port() for _ in range(3)]
-    servers = []
-    for index, port in enumerate(ports):
-        routes = ", ".join(f'"nats-route://127.0.0.1:{other}"' for other in ports if other != port)
-        cluster = f'cluster {{ name: "c", listen: "127.0.0.1:{port}", routes: [{routes}] }}\n'
-        servers.append(
-            NatsServerProcess(
-                store_dir=base / f"n{index + 1}", server_name=f"n{index + 1}", extra_config=cluster + block
-            )
-        )
-    for server in servers:
-        server.start()
-    return servers
+def system_cluster(base: Path, accounts: Iterable[str]) -> NatsCluster:
+    """Three members n1..n3 with the system account and ``accounts``; use it as a context manager."""
+    return NatsCluster(base, extra_config=accounts_block(accounts))
 
 
 async def wait_for_meta_leader(js: Any) -> None:
