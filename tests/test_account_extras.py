@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,9 +20,10 @@ import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
 from spec_platform import publish_when_routed
 from support.scraping import Samples, sample, scrape
-from support.system_cluster import SYSTEM_USER, system_cluster, user_of, wait_for_meta_leader
+from support.system_cluster import SYSTEM_USER, accounts_block, system_cluster, user_of, wait_for_meta_leader
 from support.waiting import wait_for
 
+from exporter.account_extras import AccountExtras
 from exporter.app import ExporterApp
 from exporter.cli import build_parser
 from exporter.config import settings_from_args
@@ -36,6 +38,8 @@ from exporter.settings import (
     Settings,
     WebSettings,
 )
+from exporter.snapshot import Snapshot
+from exporter.stages import StageTimings
 
 ACCOUNTS = ("A", "B")
 DEAD_LETTERS = "DLQ"
@@ -251,3 +255,51 @@ def test_a_bad_entry_names_the_file_index_and_key(tmp_path: Path, entries: str, 
     assert "\n" not in message
     for secret in ("t1", "'p'", "'x'"):
         assert secret not in message
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_failed_connection_is_retried_with_a_growing_backoff(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    server = NatsServerProcess(
+        store_dir=tmp_path / "store", extra_config=accounts_block(ACCOUNTS), log_file=log
+    )
+    server.start()
+    clock = FakeClock()
+    settings = Settings(
+        nats=NatsSettings(servers=(server.url,), connect_timeout_seconds=2.0),
+        collection=CollectionSettings(scope="cluster"),
+        accounts=(entry("A", password="wrong"),),
+    )
+    extras = AccountExtras(settings, clock=clock)
+    snapshot = Snapshot(collected_at=0.0, servers=(), accounts=())
+
+    def refusals() -> int:
+        return log.read_text(encoding="utf-8").count("authentication error")
+
+    async def cycle() -> tuple[str, ...]:
+        return (await extras.complete(snapshot, None, StageTimings(time.monotonic))).partial_errors
+
+    try:
+        assert await cycle() == ("account_connect",)
+        await wait_for(lambda: refusals() > 0, message="the server's refusal in its log")
+        tried = refusals()
+        for _ in range(3):  # within the first backoff (1 s): counted, not tried again
+            assert await cycle() == ("account_connect",)
+        assert refusals() == tried
+        clock.now += 1.0
+        assert await cycle() == ("account_connect",)
+        await wait_for(lambda: refusals() > tried, message="a second attempt once the backoff passed")
+        tried = refusals()
+        clock.now += 1.0  # the backoff has doubled to 2 s
+        assert await cycle() == ("account_connect",)
+        assert refusals() == tried
+    finally:
+        await extras.close()
+        server.cleanup()
