@@ -262,6 +262,16 @@ class AckHistograms:
     deliveries: HistogramData
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeHealth:
+    """The end-to-end probe (exporter.probe) since the exporter started."""
+
+    up: bool  # the last probe succeeded
+    publish_ack_seconds: HistogramData  # publish until JetStream's acknowledgement
+    round_trip_seconds: HistogramData  # publish until the message came back through the probe's consumer
+    failures: Mapping[str, int]  # stage -> failed probes, every stage from the start
+
+
 ConsumerKey = tuple[str, str, str]  # (account, stream, consumer)
 StreamKey = tuple[str, str]  # (account, stream)
 
@@ -316,3 +326,4 @@ class ExporterHealth:
     # Accounts whose events (advisories, elections, sampled acks) are received; None: every account. Event
     # counters start at 0 for every known consumer, so an account nothing is received for must get none.
     event_accounts: frozenset[str] | None = None
+    probe: ProbeHealth | None = None  # None while the probe is disabled
