@@ -47,6 +47,7 @@ from exporter.jsapi import (
     JetStreamRequestError,
 )
 from exporter.logs import StateLog
+from exporter.monitoring import MetadataProblemLog
 from exporter.parse import (
     parse_account_state,
     parse_consumer_state,
@@ -172,7 +173,7 @@ class JetStreamSource:
             lag_lookups_per_cycle=settings.collection.lag_lookups_per_cycle,
         )
         self._label_keys = settings.labels.from_metadata
-        self._logged_metadata_problems: frozenset[str] = frozenset()
+        self._metadata_problems = MetadataProblemLog()
 
     async def fetch_snapshot(
         self, previous: Snapshot | None, timings: StageTimings | None = None
@@ -226,7 +227,7 @@ class JetStreamSource:
         partial.update({Stage.DLQ: dead_letters_error, Stage.LAG: lags.error})
         self._log_partial_state_changes(partial)
         streams = tuple(inventory.streams[name] for name in sorted(inventory.streams))
-        if self._log_metadata_problems(streams, consumers):
+        if self._metadata_problems.record(streams, consumers):
             partial[Stage.METADATA] = "unreadable io.nats.monitor metadata"
         return Snapshot(
             collected_at=collected_at,
@@ -493,24 +494,6 @@ class JetStreamSource:
             len(kept_streams),
             len(inventory.carried_consumers),
         )
-
-    def _log_metadata_problems(
-        self, streams: Sequence[StreamState], consumers: Sequence[ConsumerState]
-    ) -> bool:
-        """Log each unreadable monitoring value once, while it stays; True when there is any this cycle."""
-        problems = {
-            f"stream {stream.name!r}: {problem}" for stream in streams for problem in stream.metadata_problems
-        }
-        problems.update(
-            f"consumer {consumer.stream!r}/{consumer.name!r}: {problem}"
-            for consumer in consumers
-            for problem in consumer.metadata_problems
-        )
-        for problem in sorted(problems - self._logged_metadata_problems):
-            logger.warning("ignoring unreadable monitoring metadata of %s", problem)
-        # Only the current ones are remembered: a value fixed and broken again is logged again.
-        self._logged_metadata_problems = frozenset(problems)
-        return bool(problems)
 
     def _log_partial_state_changes(self, partial: Mapping[Stage, str | None]) -> None:
         for stage, error in partial.items():

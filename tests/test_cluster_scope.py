@@ -20,8 +20,8 @@ from support.system_cluster import SYSTEM_USER, system_cluster, wait_for_meta_le
 from exporter.cluster_source import JSZ_SUBJECT, ClusterSource
 from exporter.natsserver import NatsServerProcess
 from exporter.scope import ScopeError, choose_scope
-from exporter.settings import CollectionSettings, Settings
-from exporter.snapshot import Snapshot
+from exporter.settings import CollectionSettings, LabelSettings, Settings
+from exporter.snapshot import Snapshot, Threshold
 from exporter.source import CollectionError
 
 ACCOUNTS = ("A", "B")
@@ -42,7 +42,14 @@ async def _provision(url: str) -> None:
         js = nc.jetstream()
         await wait_for_meta_leader(js)
         for stream, replicas in ((f"{account}_R3", 3), (f"{account}_R1", 1)):
-            await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"], num_replicas=replicas))
+            metadata = {
+                "team": f"team-{user}",
+                "io.nats.monitor.enabled": "true",
+                "io.nats.monitor.msgs-critical": "1",
+            }
+            await js.add_stream(
+                StreamConfig(name=stream, subjects=[f"{stream}.>"], num_replicas=replicas, metadata=metadata)
+            )
             for index in range(5):
                 # The stream was created a moment ago: its interest may not have reached this server yet.
                 await publish_when_routed(nc, f"{stream}.m", f"{index}".encode())
@@ -112,6 +119,21 @@ async def test_every_account_and_server_is_read_with_values_from_each_leader(
         assert info["cluster"]["leader"] == consumer.leader
         assert consumer.num_pending == info["num_pending"] == 5  # a follower's copy would say 0
         assert consumer.lag_seconds is None  # needs a look-up inside the account
+
+
+async def test_metadata_labels_thresholds_and_consumer_replicas_read_as_in_the_account_scope(
+    system_connection: Client,
+) -> None:
+    settings = replace(cluster_settings(), labels=LabelSettings(from_metadata=("team",)))
+    snapshot = await ClusterSource(system_connection, settings).fetch_snapshot(None)
+    assert snapshot.metadata_label_keys == ("team",)
+    for stream in snapshot.streams:
+        assert stream.metadata_labels == (f"team-{stream.account.lower()}",)
+        assert Threshold(check="msgs", severity="critical", value=1.0) in stream.thresholds
+    # A consumer configured with 0 replicas has its stream's.
+    assert {(c.stream, c.replicas) for c in snapshot.consumers if c.name == "work"} == {
+        (f"{account}_{kind}", replicas) for account in ACCOUNTS for kind, replicas in (("R3", 3), ("R1", 1))
+    }
 
 
 async def test_paging_reads_every_account_with_one_account_per_page(
