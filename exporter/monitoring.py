@@ -236,12 +236,10 @@ class MetadataProblemLog:
     def record(self, streams: Iterable[StreamState], consumers: Iterable[ConsumerState]) -> bool:
         """Log what is new this cycle; True when any value is unreadable this cycle."""
         problems = {
-            f"stream {stream.account}/{stream.name!r}: {problem}"
-            for stream in streams
-            for problem in stream.metadata_problems
+            f"stream {stream.name!r}: {problem}" for stream in streams for problem in stream.metadata_problems
         }
         problems.update(
-            f"consumer {consumer.account}/{consumer.stream!r}/{consumer.name!r}: {problem}"
+            f"consumer {consumer.stream!r}/{consumer.name!r}: {problem}"
             for consumer in consumers
             for problem in consumer.metadata_problems
         )
