@@ -15,9 +15,10 @@ import msgpack
 import nats
 import nats.errors
 import pytest
-from conftest import wait_for
 from nats.aio.client import Client
-from spec_platform import CHAT_HANDLER_CONFIG, provision_platform
+from support.spec_platform import CHAT_HANDLER_CONFIG, provision_platform
+from support.streams import stream_state
+from support.waiting import wait_for
 
 from exporter.advisories import (
     ACK_METRIC,
@@ -217,13 +218,6 @@ def test_malformed_advisories_are_counted_and_logged_rate_limited(caplog):
 # -- against a real server -------------------------------------------------------------------------------
 
 
-async def stream_state(nc: Client, stream: str) -> dict[str, object]:
-    reply = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)).data)
-    assert "error" not in reply, reply
-    state: dict[str, object] = reply["state"]
-    return state
-
-
 def chat_message(user: str, n: int) -> bytes:
     data: bytes = msgpack.packb(
         {"request_id": f"req-{user}-{n}", "user_id": user, "message": f"hello {n}", "enable_rag": True}
@@ -236,16 +230,6 @@ async def platform(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
     """The application side: a connection with the spec's streams and consumer in place."""
     nc = await nats.connect(nats_server.url)
     await provision_platform(nc)
-    try:
-        yield nc
-    finally:
-        await nc.close()
-
-
-@pytest.fixture
-async def exporter_nc(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
-    """The exporter's own connection, made the way the daemon makes it (reconnecting)."""
-    nc = await connect_nats(NatsSettings(servers=(nats_server.url,)))
     try:
         yield nc
     finally:

@@ -19,7 +19,10 @@ import msgpack
 import nats
 import nats.aio.msg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from support.jetstream_stand_in import RecordedJetStream, recorded
+from support.scraping import sample as value
+from support.scraping import scrape
+from support.waiting import wait_for
 
 from exporter.app import ExporterApp
 from exporter.connection import redact_url
@@ -27,10 +30,6 @@ from exporter.metrics import Renderer, Rendering
 from exporter.natsserver import NatsServerProcess, free_port
 from exporter.settings import CollectionSettings, NatsAuth, NatsSettings, Secret, Settings, WebSettings
 from exporter.snapshot import ExporterHealth, Snapshot
-from tests.support.jetstream_stand_in import RecordedJetStream, recorded
-from tests.support.waiting import wait_for
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def fast_settings(server_url: str, **collection: float) -> Settings:
@@ -40,23 +39,6 @@ def fast_settings(server_url: str, **collection: float) -> Settings:
         web=WebSettings(listen_address="127.0.0.1:0"),
         collection=CollectionSettings(**options),  # type: ignore[arg-type]
     )
-
-
-async def scrape(port: int) -> tuple[int, Samples]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        text = await response.text()
-        samples: Samples = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-        return response.status, samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
 
 
 async def status_of(port: int, path: str) -> int:

@@ -15,7 +15,7 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
-from spec_platform import publish_when_routed
+from support.spec_platform import publish_when_routed
 
 from exporter.cluster_source import JSZ_SUBJECT, ClusterSource
 from exporter.natsserver import NatsServerProcess, free_port

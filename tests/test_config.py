@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pki import make_authority, make_pki
+from support.pki import make_authority, make_pki
 
 from exporter.cli import build_parser, run_cli
 from exporter.config import ENV_PREFIX, load_config_file, secrets_in, settings_from_args

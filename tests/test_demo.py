@@ -16,9 +16,9 @@ from pathlib import Path
 import aiohttp
 import nats
 import pytest
-from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from spec_platform import SPEC_STREAM_NAMES
+from support.spec_platform import SPEC_STREAM_NAMES
+from support.waiting import wait_for
 
 from exporter.demo.chathandler import HandlerOptions
 from exporter.demo.cli import add_subcommand

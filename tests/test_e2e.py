@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
-from conftest import wait_for
-from dashboard_queries import (
+from prometheus_client.parser import text_string_to_metric_families
+from support.dashboard_queries import (
     SINGLE_SERVER,
     dashboard_files,
     every_panel_query,
@@ -29,8 +29,7 @@ from dashboard_queries import (
     runnable,
     variables,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from promstack import (
+from support.promstack import (
     PrometheusApi,
     WebhookReceiver,
     address,
@@ -38,6 +37,7 @@ from promstack import (
     base_url,
     prometheus_process,
 )
+from support.waiting import wait_for
 
 from exporter.app import ExporterApp
 from exporter.connection import connect_nats

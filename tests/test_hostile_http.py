@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
-from pki import client_context, make_pki
+from support.pki import client_context, make_pki
 
 from exporter.app import ExporterApp
 from exporter.natsserver import free_port

@@ -6,10 +6,11 @@ Regenerate the golden files after an intended change with ``UPDATE_GOLDEN=1 pyte
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 import os
-import shutil
+import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,9 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.utils import floatToGoString
+from support.scraping import samples_of
 
+import exporter
 from exporter import __version__
 from exporter.histogram import Histogram
 from exporter.intake import ACK_DELIVERIES_BUCKETS
@@ -38,6 +41,7 @@ from exporter.metrics import (
     render_exposition,
 )
 from exporter.settings import DEFAULT_ACK_LATENCY_BUCKETS
+from exporter.settingstable import SETTINGS
 from exporter.snapshot import (
     AccountState,
     AckHistograms,
@@ -479,16 +483,8 @@ def render(snapshot: Snapshot | None, health: ExporterHealth, *, openmetrics: bo
     return render_exposition(snapshot, health, openmetrics=openmetrics, build=BUILD).decode()
 
 
-def samples_by_series(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in parse_text(text)
-        for sample in family.samples
-    }
-
-
 def sample_names(text: str) -> set[str]:
-    return {name for name, _ in samples_by_series(text)}
+    return {name for name, _ in samples_of(text)}
 
 
 def value(series: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
@@ -508,14 +504,6 @@ def test_golden_exposition(filename: str, openmetrics: bool) -> None:  # noqa: F
         GOLDEN_DIR.mkdir(exist_ok=True)
         golden.write_text(rendered)
     assert rendered == golden.read_text(), f"{golden} is out of date: rerun with UPDATE_GOLDEN=1 and review"
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool") or "/usr/bin/promtool"
-    if not Path(path).exists():
-        pytest.fail("promtool not found: install Prometheus's promtool (Debian: apt-get install prometheus)")
-    return path
 
 
 def promtool_findings(promtool: str, exposition: bytes) -> tuple[int, str]:
@@ -547,11 +535,49 @@ def test_every_contract_family_exists_with_its_type_and_labels() -> None:
     assert table == CONTRACT
 
 
+# Where a family's value may come from: a JetStream API type and its fields, a subject the exporter requests
+# or subscribes to, a setting, or the exporter itself.
+API_FIELD = re.compile(
+    r"\b(?:StreamState|StreamInfo|StreamConfig|JSInfo|ConsumerInfo|ConsumerConfig|AccountInfo)\.([a-z_.\[\]]+)"
+)
+SETTING = re.compile(r"^setting ([a-z_.]+)$")
+SUBJECT = re.compile(r"^\$(?:JS|SYS)\.[A-Z.>]+ ")
+OTHER_ORIGINS = ("exporter", "collection time - ", "server INFO ", "time of the first message after ")
+PARSERS = ("parse.py", "parse_jsz.py", "cluster_source.py", "source.py", "advisories.py", "intake.py")
+
+
+def parsed_field_names() -> set[str]:
+    """Every string literal of the modules that read JetStream replies: the field names they look up."""
+    literals: set[str] = set()
+    for name in PARSERS:
+        tree = ast.parse((Path(exporter.__file__).parent / name).read_text())
+        constants = (node for node in ast.walk(tree) if isinstance(node, ast.Constant))
+        literals |= {node.value for node in constants if isinstance(node.value, str)}
+    return literals
+
+
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name)
-def test_help_names_the_source_field(family) -> None:
-    assert family.help.endswith(f" ({family.source}).")
-    assert family.meaning
-    assert family.source
+def test_source_names_a_field_the_exporter_reads_or_a_known_origin(family) -> None:
+    source = family.source
+    fields = [match.group(1) for match in API_FIELD.finditer(source)]
+    setting = SETTING.match(source)
+    named_families = re.findall(r"\bnats_[a-z_]+", source)
+    assert fields or setting or SUBJECT.match(source) or named_families or source.startswith(OTHER_ORIGINS), (
+        f"{family.name}: {source!r} names no API field, subject, setting or exporter origin"
+    )
+    read = parsed_field_names()
+    for path in fields:
+        for part in path.replace("[]", "").strip(".").split("."):
+            assert part in read, f"{family.name}: the parsers never read the field {part!r} of {source!r}"
+    if setting:
+        assert setting.group(1) in {row.key for row in SETTINGS}, f"{family.name}: {source!r} is no setting"
+    assert set(named_families) <= {other.name for other in FAMILIES}, f"{family.name}: {source!r}"
+
+
+def test_help_texts_tell_every_family_apart() -> None:
+    meanings = [family.meaning.casefold() for family in FAMILIES]
+    repeated = {meaning for meaning in meanings if meanings.count(meaning) > 1}
+    assert not repeated, f"families that share a meaning: a reader of HELP cannot tell them apart: {repeated}"
 
 
 def test_every_family_is_rendered_for_the_golden_snapshot() -> None:
@@ -563,7 +589,7 @@ def test_every_family_is_rendered_for_the_golden_snapshot() -> None:
 
 def test_volatile_identity_only_on_info_series() -> None:
     text = render(golden_snapshot(), golden_health())
-    for name, labels in samples_by_series(text):
+    for name, labels in samples_of(text):
         if not name.endswith("_info"):
             entity_labels = {"account", "stream", "consumer", "subject", "stage", "check", "severity", "le"}
             entity_labels.add("server")  # per-server and per-peer series
@@ -575,8 +601,8 @@ def test_volatile_identity_only_on_info_series() -> None:
         streams=tuple(dataclasses.replace(s, leader="nats-c") for s in elected.streams),
         consumers=tuple(dataclasses.replace(c, leader="nats-c") for c in elected.consumers),
     )
-    before = samples_by_series(text)
-    after = samples_by_series(render(elected, golden_health()))
+    before = samples_of(text)
+    after = samples_of(render(elected, golden_health()))
     assert {k: v for k, v in before.items() if not k[0].endswith("_info")} == {
         k: v for k, v in after.items() if not k[0].endswith("_info")
     }
@@ -602,7 +628,7 @@ def test_volatile_identity_only_on_info_series() -> None:
 
 def test_account_and_health_values_read_back_equal_the_snapshot() -> None:
     snapshot, health = golden_snapshot(), golden_health()
-    series = samples_by_series(render(snapshot, health))
+    series = samples_of(render(snapshot, health))
     (account,) = snapshot.accounts
     assert account is not None
     a = {"account": "$G"}
@@ -630,7 +656,7 @@ def test_account_and_health_values_read_back_equal_the_snapshot() -> None:
 
 def test_stream_values_read_back_equal_the_snapshot() -> None:
     snapshot = golden_snapshot()
-    series = samples_by_series(render(snapshot, golden_health()))
+    series = samples_of(render(snapshot, golden_health()))
     for s in snapshot.streams:
         labels = {"account": s.account, "stream": s.name}
         assert value(series, "nats_stream_messages_total", **labels) == s.last_seq
@@ -666,7 +692,7 @@ def test_stream_values_read_back_equal_the_snapshot() -> None:
 
 def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
     snapshot, health = golden_snapshot(), golden_health()
-    series = samples_by_series(render(snapshot, health))
+    series = samples_of(render(snapshot, health))
     for c in snapshot.consumers:
         labels = {"account": c.account, "stream": c.stream, "consumer": c.name}
         counts = health.advisory_counts.get((c.account, c.stream, c.name), AdvisoryCounts())
@@ -719,7 +745,7 @@ def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
 
 def test_unlimited_limits_and_absent_timestamps_are_omitted() -> None:
     text = render(golden_snapshot(), golden_health())
-    series = samples_by_series(text)
+    series = samples_of(text)
     names_for = {
         key: {name for name, labels in series if labels == frozenset(key)}
         for key in (
@@ -753,7 +779,7 @@ def test_unlimited_limits_and_absent_timestamps_are_omitted() -> None:
 
 
 def test_advisory_counters_start_at_zero_for_every_consumer() -> None:
-    series = samples_by_series(
+    series = samples_of(
         render(
             golden_snapshot(),
             ExporterHealth(up=True, collection_duration_seconds=1.0, last_success_timestamp=T0),
@@ -766,7 +792,7 @@ def test_advisory_counters_start_at_zero_for_every_consumer() -> None:
 
 
 def test_election_counters_start_at_zero_for_every_stream_and_consumer() -> None:
-    series = samples_by_series(
+    series = samples_of(
         render(
             golden_snapshot(),
             ExporterHealth(up=True, collection_duration_seconds=1.0, last_success_timestamp=T0),
@@ -782,7 +808,7 @@ def test_election_counters_start_at_zero_for_every_stream_and_consumer() -> None
 
 
 def test_ack_histograms_read_back_only_for_sampled_known_consumers() -> None:
-    series = samples_by_series(render(golden_snapshot(), golden_health()))
+    series = samples_of(render(golden_snapshot(), golden_health()))
     chat = {"account": "$G", "stream": "COMPANIONS_CHAT", "consumer": "chat-handler"}
     latency = "nats_consumer_ack_latency_seconds"
     assert value(series, f"{latency}_bucket", **chat, le="0.005") == 1
@@ -828,7 +854,7 @@ def test_snapshot_none_renders_only_exporter_health() -> None:
         parse = parse_openmetrics if openmetrics else parse_text
         families = {family.name for family in parse(text)}
         assert families == {name.removesuffix("_total") for name in HEALTH_FAMILIES}
-    series = samples_by_series(render(None, health))
+    series = samples_of(render(None, health))
     assert value(series, "nats_up") == 0
 
 
@@ -844,7 +870,7 @@ def test_first_start_renders_up_zero_without_timestamps() -> None:
 
 
 def test_default_build_info_names_this_build() -> None:
-    series = samples_by_series(render_exposition(None, golden_health()).decode())
+    series = samples_of(render_exposition(None, golden_health()).decode())
     build = current_build_info()
     assert build.version == __version__
     assert value(series, "nats_exporter_build_info", **dataclasses.asdict(build)) == 1

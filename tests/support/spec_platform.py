@@ -1,5 +1,5 @@
 """The AI platform spec for tests: its streams and consumer, provisioned over the raw JetStream API, and
-its MessagePack messages, written out from ../shared/seed (test_source.py, test_parse.py, test_payload.py,
+its MessagePack messages, as the platform spec describes them (test_source.py, test_parse.py, test_payload.py,
 test_dlq_inspector.py, test_demo.py and test_traffic.py share them).
 """
 
@@ -11,9 +11,10 @@ from typing import Any
 
 import msgpack
 import nats
-from conftest import wait_for
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+
+from support.waiting import wait_for
 
 NS = 1_000_000_000
 MINUTE = 60

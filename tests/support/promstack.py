@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from conftest import wait_for
 
 from exporter.natsserver import free_port, stop_process
+from support.waiting import wait_for
 
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 10.0
