@@ -6,6 +6,7 @@ Only fixtures live here; helpers that tests import live in the package ``tests/s
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from exporter.config import ENV_PREFIX
 from exporter.connection import connect_nats
 from exporter.natsserver import NatsServerProcess
 from exporter.settings import NatsSettings
@@ -31,6 +33,13 @@ def _isolated_logging() -> Iterator[None]:
             if handler not in handlers:
                 root.removeHandler(handler)
         root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _no_exporter_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own NATS_EXPORTER_* variables must not leak into any test."""
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture

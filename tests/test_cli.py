@@ -34,12 +34,6 @@ PASSWORD = "pw-Kd2-never-print-me"
 TOKEN = "tok-Rm7-never-print-me"
 
 
-@pytest.fixture(autouse=True)
-def _no_exporter_environment(monkeypatch):
-    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
-        monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def restore_logging():
     root = logging.getLogger()

@@ -28,13 +28,6 @@ nats:
 """
 
 
-@pytest.fixture(autouse=True)
-def _no_exporter_environment(monkeypatch):
-    """The developer's own NATS_EXPORTER_* variables must not leak into these tests."""
-    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
-        monkeypatch.delenv(name)
-
-
 def load(argv=(), env=None) -> Settings:
     return settings_from_args(build_parser().parse_args(list(argv)), env or {})
 

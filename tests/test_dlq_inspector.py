@@ -24,10 +24,10 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
+from support.jetstream import stream_state_at
 from support.poison import POISONS
 from support.spec_platform import AUDIO, CHAT, packed, provision_platform
 from support.spec_platform import VOICE as SPEC_VOICE
-from support.streams import stream_state_at
 from support.waiting import wait_for
 
 from exporter.argtypes import literal_subject, subject_filter

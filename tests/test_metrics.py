@@ -66,7 +66,8 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 BUILD = BuildInfo(version="0.1.0", python_version="3.11.7", nats_py_version="2.16.0")
 T0 = 1_760_000_000.0  # a fixed "now" for the hand-built snapshot
 
-# ../shared/design/METRICS.md, plus the four families issue 3 adds beyond it: name -> (type, labels).
+# The metric contract (the names, types and labels users rely on), and the families beyond it: name -> (type,
+# labels).
 CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_up": ("gauge", ()),
     "nats_exporter_collection_duration_seconds": ("gauge", ()),
@@ -168,9 +169,9 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_dlq_oldest_message_timestamp_seconds": ("gauge", ("account", "stream")),
     "nats_stream_threshold": ("gauge", ("account", "stream", "check", "severity")),
     "nats_consumer_threshold": ("gauge", ("account", "stream", "consumer", "check", "severity")),
-    # beyond METRICS.md (issue 3)
+    # beyond the original contract
     "nats_dlq_stream_present": ("gauge", ("account", "stream")),
-    # beyond METRICS.md: ephemeral consumers summed per stream (filters.consumers.ephemeral: aggregate)
+    # beyond the original contract: ephemeral consumers per stream (filters.consumers.ephemeral: aggregate)
     **{
         f"nats_stream_ephemeral_{name}": ("gauge", ("account", "stream"))
         for name in (
@@ -196,7 +197,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
         "gauge",
         ("account", "stream", "source", "kind", "filter_subject", "external_api"),
     ),
-    # elections, quorum and processing time (METRICS.md: clustered JetStream, health signals)
+    # elections, quorum and processing time (clustered JetStream, health signals)
     "nats_stream_leader_elections_total": ("counter", ("account", "stream")),
     "nats_stream_quorum_lost_total": ("counter", ("account", "stream")),
     "nats_consumer_leader_elections_total": ("counter", ("account", "stream", "consumer")),
@@ -541,8 +542,14 @@ API_FIELD = re.compile(
     r"\b(?:StreamState|StreamInfo|StreamConfig|JSInfo|ConsumerInfo|ConsumerConfig|AccountInfo)\.([a-z_.\[\]]+)"
 )
 SETTING = re.compile(r"^setting ([a-z_.]+)$")
-SUBJECT = re.compile(r"^\$(?:JS|SYS)\.[A-Z.>]+ ")
-OTHER_ORIGINS = ("exporter", "collection time - ", "server INFO ", "time of the first message after ")
+SUBJECT = re.compile(r"^\$(?:JS|SYS)\.[A-Z_.>]+ ")
+OTHER_ORIGINS = (
+    "exporter",
+    "collection time - ",
+    "server INFO ",
+    "time of the first message after ",
+    "ConsumerInfo of ",
+)
 PARSERS = ("parse.py", "parse_jsz.py", "cluster_source.py", "source.py", "advisories.py", "intake.py")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
@@ -60,3 +61,25 @@ def test_no_import_cycles():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def top_level_modules() -> set[str]:
+    """Every module and subpackage directly in exporter/, by the name it is imported under."""
+    modules = {path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    return modules | {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+
+
+def test_the_package_docstring_maps_every_module():
+    docstring = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))) or ""
+    named = set(re.findall(r"``(\w+)``", docstring))
+    assert top_level_modules() - named == set(), "exporter/__init__.py's map misses these modules"
+    assert named - top_level_modules() == set(), "exporter/__init__.py's map names modules that are gone"
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("\ndashboards/", 1)[0]  # the exporter/ block
+    files = set(re.findall(r"\b(\w+)\.py\b", layout))
+    named = files | set(re.findall(r"\b(\w+)/", layout))
+    assert top_level_modules() - named == set(), "the README's Layout section misses these modules"
+    assert files - top_level_modules() == set(), "the README's Layout section names modules that are gone"

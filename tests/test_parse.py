@@ -23,6 +23,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from support.cluster import lead_away_from, three_node_cluster
+from support.jetstream import js_request
 from support.spec_platform import (
     CHAT_HANDLER_CONFIG,
     DAY,
@@ -31,7 +32,6 @@ from support.spec_platform import (
     chat_message,
     create_consumer,
     create_stream,
-    js_request,
     provision_platform,
     publish,
     publish_when_routed,

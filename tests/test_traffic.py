@@ -15,8 +15,8 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from support.jetstream import stream_state
 from support.spec_platform import SPEC_STREAM_NAMES
-from support.streams import stream_state
 from support.waiting import wait_for
 
 from exporter.demo.chathandler import ABANDON, FAIL, OK, RETRY, ChatHandler, HandlerOptions, message_fate
