@@ -244,9 +244,13 @@ async def _wait_for_snapshot(source: ClusterSource, previous: Snapshot, conditio
     """Cycles, each fed the last (as the collection loop does), until ``condition`` holds (deadline 30 s)."""
     async with asyncio.timeout(30):
         while True:
-            previous = await source.fetch_snapshot(previous)
-            if condition(previous):
-                return previous
+            try:
+                previous = await source.fetch_snapshot(previous)
+            except CollectionError:
+                pass  # the connection was on the killed server and is moving: the next cycle reads again
+            else:
+                if condition(previous):
+                    return previous
             await asyncio.sleep(0.2)
 
 
