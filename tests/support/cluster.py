@@ -23,7 +23,8 @@ from support.waiting import wait_for
 
 SCRAPE_PERIOD_SECONDS = 0.2
 NO_SUITABLE_PEERS = 10005
-SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=5)
+# Shorter than a plain scrape's: a watch counts a scrape unanswered within 5 s as a failed one.
+WATCH_SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
 async def stream_info(nc: Client, stream: str) -> dict[str, Any] | None:
@@ -120,7 +121,7 @@ class Watch:
     async def scrape(self, session: aiohttp.ClientSession) -> None:
         try:
             async with session.get(
-                f"http://127.0.0.1:{self.port}/metrics", timeout=SCRAPE_TIMEOUT
+                f"http://127.0.0.1:{self.port}/metrics", timeout=WATCH_SCRAPE_TIMEOUT
             ) as response:
                 text = await response.text()
                 status = response.status

@@ -10,6 +10,8 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+# A scrape that gets no answer fails the test in seconds, not at the suite's timeout.
+SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 def samples_of(text: str) -> Samples:
@@ -31,7 +33,7 @@ async def fetch_metrics(port: int, accept: str | None = None) -> tuple[int, str]
     headers = {"Accept": accept} if accept else {}
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics", headers=headers) as response,
+        session.get(f"http://127.0.0.1:{port}/metrics", headers=headers, timeout=SCRAPE_TIMEOUT) as response,
     ):
         return response.status, await response.text()
 
