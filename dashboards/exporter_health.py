@@ -16,9 +16,9 @@ from dashboards.panels import (
     timeseries_panel,
     value_texts,
 )
-from dashboards.promql import RATE_WINDOW, exporter_series, increase_over
+from dashboards.promql import RATE_WINDOW, exporter_series, increase_over, per_second
 from dashboards.variables import datasource_variable, instance_variable
-from exporter.stages import describe_stages
+from exporter.stages import ProbeStage, describe_stages
 
 UID = "nats-jetstream-exporter"
 
@@ -144,6 +144,58 @@ def collection_panels() -> list[PanelBuilder]:
     ]
 
 
+PROBE_ROUND_TRIP_RATE = per_second(exporter_series("nats_probe_round_trip_seconds_bucket"))
+PROBE_PUBLISH_ACK_RATE = per_second(exporter_series("nats_probe_publish_ack_seconds_bucket"))
+PROBE_SLOW_SECONDS = 1.0  # NatsProbeSlow's threshold (alerts/nats-probe.rules.yml)
+
+
+def probe_quantile(quantile: float, bucket_rate: str) -> str:
+    # No aggregation: each instance's buckets are one histogram already (le is the only varying label).
+    return f"histogram_quantile({quantile}, {bucket_rate})"
+
+
+def probe_panels() -> list[PanelBuilder]:
+    stages = ", ".join(f"{stage} ({stage.meaning})" for stage in ProbeStage)
+    return [
+        stat_panel(
+            "Probe",
+            "nats_probe_up: 1 when the exporter's last end-to-end probe succeeded: a message it published "
+            "to its probe stream was acknowledged and read back. Failing while NATS reachable is up: "
+            "JetStream answers requests but cannot store or deliver messages (disk full, no quorum, a "
+            "stream limit); see Probe failures by stage. No value: the probe is disabled (probe.enabled).",
+            Query(exporter_series("nats_probe_up"), "{{instance}}"),
+            unit=COUNT,
+            mappings=value_texts({"1": ("ok", "green"), "0": ("failing", "red")}),
+            no_value="disabled",
+        ),
+        timeseries_panel(
+            "Probe latency",
+            "99th and 50th percentiles of the probe's publish-to-receive time "
+            "(nats_probe_round_trip_seconds: storing plus delivery through a consumer) and of its "
+            "acknowledgement time (nats_probe_publish_ack_seconds: storing only, by a quorum when "
+            "replicated). The dashed line is NatsProbeSlow's threshold. A slow acknowledgement points at "
+            "storage (disk, replicas); a slow round trip with a fast acknowledgement at delivery.",
+            Query(probe_quantile(0.99, PROBE_ROUND_TRIP_RATE), "{{instance}} round trip p99"),
+            Query(probe_quantile(0.5, PROBE_ROUND_TRIP_RATE), "{{instance}} round trip p50"),
+            Query(probe_quantile(0.99, PROBE_PUBLISH_ACK_RATE), "{{instance}} acknowledgement p99"),
+            unit=SECONDS,
+            width=9,
+            limit_line=((PROBE_SLOW_SECONDS, "orange"),),
+        ),
+        timeseries_panel(
+            "Probe failures by stage",
+            f"Failed probes per rate window, by stage (nats_probe_failures_total): {stages}. Every stage "
+            "has a series from the start, at 0. The exporter's log has the server's reason.",
+            Query(
+                increase_over(exporter_series("nats_probe_failures_total"), RATE_WINDOW),
+                "{{instance}} {{stage}}",
+            ),
+            unit=COUNT,
+            width=9,
+        ),
+    ]
+
+
 def build_dashboard() -> Dashboard:
     return assemble_dashboard(
         uid=UID,
@@ -151,5 +203,9 @@ def build_dashboard() -> Dashboard:
         description="Whether the exporter reaches NATS, how fresh its data is and how long a collection "
         "takes.",
         variables=[datasource_variable(), instance_variable()],
-        sections=[("Status", status_panels()), ("Collection", collection_panels())],
+        sections=[
+            ("Status", status_panels()),
+            ("Collection", collection_panels()),
+            ("End-to-end probe", probe_panels()),
+        ],
     )

@@ -28,6 +28,7 @@ from exporter.jsapi import DeniedSubjects
 from exporter.logs import StateLog
 from exporter.memory import fix_mmap_threshold
 from exporter.metrics import Renderer
+from exporter.probe import Probe
 from exporter.scope import ScopedSource
 from exporter.server import Body, Exposition, ExpositionCache
 from exporter.serving import WebServer
@@ -90,6 +91,15 @@ class ExporterApp:
         )
         self._source: SnapshotSource | None = None
         self._advisories: EventIntake | None = None
+        self._probe = (
+            Probe(
+                settings.probe,
+                domain=settings.nats.domain,
+                interval_seconds=settings.collection.interval_seconds,
+            )
+            if settings.probe.enabled
+            else None
+        )
         self._errors: Counter[str] = Counter(dict.fromkeys(map(str, Stage), 0))
         self._stage_durations: dict[str, float] = {}
         self._snapshot: Snapshot | None = None
@@ -138,6 +148,8 @@ class ExporterApp:
             asyncio.create_task(self._connection.run(), name="nats-connection"),
             asyncio.create_task(self._collect_forever(), name="collection-loop"),
         ]
+        if self._probe is not None:
+            self._tasks.append(asyncio.create_task(self._probe_forever(self._probe), name="probe-loop"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -146,6 +158,8 @@ class ExporterApp:
         self._tasks = []
         if self._advisories is not None:
             await self._advisories.close()
+        if self._probe is not None:
+            await self._probe.close()
         await self._connection.close()
         if self._web is not None:
             await self._web.stop()
@@ -196,6 +210,17 @@ class ExporterApp:
             if remaining > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), remaining)
+
+    async def _probe_forever(self, probe: Probe) -> None:
+        """One probe per interval, beside collection: a probe waiting for its timeout delays no cycle, and
+        its result shows in the next cycle's exposition."""
+        interval = self._settings.collection.interval_seconds
+        await self._connection.first_attempt_done()
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await probe.run(self._connection.client)  # never raises: failures are counted by stage
+            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
 
     async def _collect_once(self) -> None:
         timings = StageTimings(self._timer)
@@ -273,6 +298,7 @@ class ExporterApp:
             dropped_advisories=advisories.dropped if advisories is not None else 0,
             collection_interval_seconds=self._settings.collection.interval_seconds,
             stage_durations=self._stage_durations,
+            probe=self._probe.health() if self._probe is not None else None,
         )
 
 

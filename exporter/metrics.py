@@ -38,6 +38,7 @@ from exporter.snapshot import (
     HistogramData,
     MetaClusterState,
     MetaPeer,
+    ProbeHealth,
     ReplicaState,
     ServerInfo,
     ServerJetStreamState,
@@ -47,7 +48,7 @@ from exporter.snapshot import (
     StreamState,
     Threshold,
 )
-from exporter.stages import TIMED_STAGES, Stage
+from exporter.stages import TIMED_STAGES, ProbeStage, Stage
 
 MetricType = Literal["gauge", "counter", "histogram"]
 GAUGE: MetricType = "gauge"
@@ -448,6 +449,16 @@ def _last_active(item: StreamSource) -> float | None:
     active = item.source.active_seconds
     return None if active is None else item.collected_at - active
 
+
+_PROBE = "End-to-end probe"
+
+PROBE: Scope[ProbeHealth] = Scope(_PROBE, (), lambda src: _optional(src.health.probe), lambda _p: ())
+PROBE_STAGE: Scope[tuple[str, int]] = Scope(
+    _PROBE,
+    ("stage",),
+    lambda src: () if src.health.probe is None else src.health.probe.failures.items(),
+    lambda item: (item[0],),
+)
 
 # --- the table -----------------------------------------------------------------------------------------
 
@@ -933,6 +944,31 @@ FAMILIES: tuple[Family[Any], ...] = (
         "the external API prefix (another domain or account) it is read through", _one,
         info_labels=("kind", "filter_subject", "external_api"),
         info_values=lambda s: (s.source.kind, s.source.filter_subject, s.source.external_api),
+    ),
+    # end-to-end probe
+    Family(
+        "nats_probe_up", GAUGE, PROBE, "exporter probe",
+        "1 when the last end-to-end probe succeeded: a message published to the probe stream was "
+        "acknowledged and read back through the probe's consumer; 0 when it failed or none has finished yet",
+        lambda p: 1 if p.up else 0, absent_when="probe.enabled is false",
+    ),
+    Family(
+        "nats_probe_publish_ack_seconds", HISTOGRAM, PROBE, "publish to PubAck",
+        "Time from publishing a probe message until JetStream acknowledged storing it (by a quorum of "
+        "replicas when replicated), in seconds, since the exporter started",
+        lambda p: p.publish_ack_seconds, absent_when="probe.enabled is false",
+    ),
+    Family(
+        "nats_probe_round_trip_seconds", HISTOGRAM, PROBE, "publish to delivery by the probe's consumer",
+        "Time from publishing a probe message until it came back through the probe's consumer, in seconds, "
+        "since the exporter started; observed for successful probes only",
+        lambda p: p.round_trip_seconds, absent_when="probe.enabled is false",
+    ),
+    Family(
+        "nats_probe_failures_total", COUNTER, PROBE_STAGE, "exporter probe",
+        "Failed end-to-end probes since the exporter started, by stage, every stage from the start at 0: "
+        f"{', '.join(map(str, ProbeStage))}", lambda item: item[1],
+        absent_when="probe.enabled is false",
     ),
     # thresholds from metadata
     Family(

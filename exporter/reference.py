@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from exporter.metrics import COUNTER, FAMILIES, HISTOGRAM, Family
-from exporter.stages import TIMED_STAGES, Stage
+from exporter.stages import TIMED_STAGES, ProbeStage, Stage
 
 _INTRO = """\
 # Metric reference
@@ -71,6 +71,14 @@ _STAGES = (
     + "".join(f"| `{stage}` | {stage.meaning} |\n" for stage in Stage)
 )
 
+_PROBE_STAGES = (
+    "\n## Probe stages\n\n"
+    "The `stage` label of `nats_probe_failures_total` (every stage has a series from the start, at 0, while "
+    "the probe is enabled). A probe that runs out of time counts under the stage it had reached.\n\n"
+    "| Stage | A failure means |\n|---|---|\n"
+    + "".join(f"| `{stage}` | {stage.meaning} |\n" for stage in ProbeStage)
+)
+
 
 def _cell(text: str) -> str:
     return text.replace("|", r"\|") or "-"
@@ -108,6 +116,7 @@ def render_reference() -> str:
         parts.append("\n## Families beyond the metric contract\n\n")
         parts.extend(f"- `{family.name}` ({family.type}): {family.note}\n" for family in extras)
     parts.append(_STAGES)
+    parts.append(_PROBE_STAGES)
     counters = sum(1 for family in FAMILIES if family.type == COUNTER)
     histograms = sum(1 for family in FAMILIES if family.type == HISTOGRAM)
     gauges = len(FAMILIES) - counters - histograms

@@ -138,6 +138,7 @@ class ProbeSettings:
     storage: str = "memory"  # file | memory
     replicas: int = 1
     max_age_seconds: float = 3600.0
+    timeout_seconds: float = 5.0  # publish, acknowledgement and read-back, all together
 
 
 DEFAULT_ACK_LATENCY_BUCKETS: tuple[float, ...] = (

@@ -163,6 +163,8 @@ SETTINGS: tuple[Setting, ...] = (
       env="PROBE_REPLICAS"),
     S("probe.max_age", kinds.duration(at_most=365 * _DAY), "probe.max_age_seconds",
       "probe messages are kept this long", env="PROBE_MAX_AGE"),
+    S("probe.timeout", kinds.duration(at_most=300.0), "probe.timeout_seconds",
+      "a probe not read back within this has failed", env="PROBE_TIMEOUT"),
     # -- log ------------------------------------------------------------------------------------------------
     S("log.level", kinds.choice(LOG_LEVELS), "log.level", "least severe level logged",
       env="LOG_LEVEL", flag="--log-level", metavar="LEVEL"),

@@ -262,6 +262,16 @@ class AckHistograms:
     deliveries: HistogramData
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeHealth:
+    """The end-to-end probe (exporter.probe) since the exporter started."""
+
+    up: bool  # the last probe succeeded
+    publish_ack_seconds: HistogramData  # publish until JetStream's acknowledgement
+    round_trip_seconds: HistogramData  # publish until the message came back through the probe's consumer
+    failures: Mapping[str, int]  # stage -> failed probes, every stage from the start
+
+
 ConsumerKey = tuple[str, str, str]  # (account, stream, consumer)
 StreamKey = tuple[str, str]  # (account, stream)
 
@@ -308,3 +318,4 @@ class ExporterHealth:
     collection_interval_seconds: float = 15.0  # configured interval, for "duration against interval"
     stage_durations: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds, last cycle
     servers_expected: int | None = None  # cluster scope: collection.expected_servers, when configured
+    probe: ProbeHealth | None = None  # None while the probe is disabled

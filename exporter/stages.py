@@ -88,3 +88,28 @@ class StageTimings:
             str(stage): (self._spans[stage][1] - self._spans[stage][0]) if stage in self._spans else 0.0
             for stage in TIMED_STAGES
         }
+
+
+class ProbeStage(StrEnum):
+    """Where an end-to-end probe (exporter.probe) failed; the value is the ``stage`` label of
+    ``nats_probe_failures_total``, which has a series for every stage from the start, at 0."""
+
+    CONNECT = "connect"
+    SETUP = "setup"
+    PUBLISH = "publish"
+    RECEIVE = "receive"
+
+    @property
+    def meaning(self) -> str:
+        """What a failure at this stage means, for the reference, the runbooks and the dashboards."""
+        return _PROBE_MEANINGS[self]
+
+
+_PROBE_MEANINGS: Mapping[ProbeStage, str] = {
+    ProbeStage.CONNECT: "the exporter had no NATS connection",
+    ProbeStage.SETUP: "the probe stream could not be looked up or created, or the probe's consumer could not "
+    "be created",
+    ProbeStage.PUBLISH: "JetStream did not acknowledge the probe message: refused (a stream limit with "
+    "discard new, storage full), no stream stores it, or no answer in time (no quorum)",
+    ProbeStage.RECEIVE: "the acknowledged message did not come back through the probe's consumer in time",
+}

@@ -103,6 +103,8 @@ def demo_scene_visible(samples: Samples, account: str) -> bool:
         and (value(samples, "nats_consumer_terminated_messages_total", **handler) or 0) > 0
         and value(samples, "nats_consumer_max_deliveries_exceeded_total", **handler) is not None
         and (dead_letters or 0) > 0
+        # The demo's own server runs the end-to-end probe.
+        and samples.get(("nats_probe_up", frozenset())) == 1
     )
 
 

@@ -48,7 +48,7 @@ from exporter.demo.runner import PLATFORM_ACCOUNT, platform_account_config
 from exporter.demo.traffic import PlatformTraffic, TrafficOptions
 from exporter.jsapi import JetStreamApi
 from exporter.natsserver import NatsServerProcess
-from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
+from exporter.settings import CollectionSettings, NatsSettings, ProbeSettings, Settings, WebSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(150)]
 
@@ -120,6 +120,7 @@ def exporter_settings(nats_url: str) -> Settings:
         nats=NatsSettings(servers=(nats_url,), connect_timeout_seconds=0.5),
         web=WebSettings(listen_address="127.0.0.1:0"),
         collection=CollectionSettings(interval_seconds=1.0, deadline_seconds=0.9),
+        probe=ProbeSettings(enabled=True),  # the dashboards' probe panels need its series
         dead_letter_streams=(DEAD_LETTER_STREAM,),
     )
 

@@ -40,6 +40,7 @@ from exporter.metrics import (
     format_value,
     render_exposition,
 )
+from exporter.probe import PROBE_LATENCY_BUCKETS
 from exporter.settings import DEFAULT_ACK_LATENCY_BUCKETS
 from exporter.settingstable import SETTINGS
 from exporter.snapshot import (
@@ -52,6 +53,7 @@ from exporter.snapshot import (
     ExporterHealth,
     MetaClusterState,
     MetaPeer,
+    ProbeHealth,
     ReplicaState,
     ServerInfo,
     ServerJetStreamState,
@@ -205,6 +207,11 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_consumer_ack_latency_seconds": ("histogram", ("account", "stream", "consumer")),
     "nats_consumer_ack_deliveries": ("histogram", ("account", "stream", "consumer")),
     "nats_exporter_dropped_advisories_total": ("counter", ()),
+    # the end-to-end probe (METRICS.md: health signals)
+    "nats_probe_up": ("gauge", ()),
+    "nats_probe_publish_ack_seconds": ("histogram", ()),
+    "nats_probe_round_trip_seconds": ("histogram", ()),
+    "nats_probe_failures_total": ("counter", ("stage",)),
 }
 HEALTH_FAMILIES = {
     "nats_exporter_build_info",
@@ -217,6 +224,10 @@ HEALTH_FAMILIES = {
     "nats_exporter_malformed_advisories_total",
     "nats_exporter_dropped_advisories_total",
     "nats_exporter_servers_expected",
+    "nats_probe_up",
+    "nats_probe_publish_ack_seconds",
+    "nats_probe_round_trip_seconds",
+    "nats_probe_failures_total",
 }
 
 
@@ -477,6 +488,20 @@ def golden_health() -> ExporterHealth:
         dropped_advisories=7,
         stage_durations={"account": 0.0625, "streams": 0.125, "consumers": 0.25, "dlq": 0.0, "lag": 0.1875},
         servers_expected=3,
+        probe=probe_health(),
+    )
+
+
+def probe_health() -> ProbeHealth:
+    publish_ack, round_trip = Histogram(PROBE_LATENCY_BUCKETS), Histogram(PROBE_LATENCY_BUCKETS)
+    for seconds in (0.0008, 0.002, 0.3):
+        publish_ack.observe(seconds)
+        round_trip.observe(seconds * 2)
+    return ProbeHealth(
+        up=False,
+        publish_ack_seconds=publish_ack.data(),
+        round_trip_seconds=round_trip.data(),
+        failures={"connect": 0, "setup": 0, "publish": 2, "receive": 1},
     )
 
 

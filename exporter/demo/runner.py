@@ -91,6 +91,10 @@ async def run_demo(
                 await asyncio.to_thread(server.start)
                 nats_settings = NatsSettings(servers=(server.url,))
             settings = replace(options.settings, nats=nats_settings)
+            if server is not None:
+                # The demo's own server shows the end-to-end probe too; its stream goes with the server. On
+                # an existing server the probe runs only if configured, since its stream would stay there.
+                settings = replace(settings, probe=replace(settings.probe, enabled=True))
             nc = await connect_nats(settings.nats, name="nats-jetstream-exporter-demo")
             stack.push_async_callback(close_quietly, nc, STOP_DEADLINE_SECONDS)
             api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=API_TIMEOUT_SECONDS)
@@ -209,8 +213,15 @@ What to look at in /metrics:
     nats_consumer_max_deliveries_exceeded_total.
   * dead letters land in {dlq}: nats_dlq_messages{{stream="{dlq}",subject="{dlq_subject}"}};
     read them with: python -m exporter dlq list --nats-url {nats_url}
-
+{probe}
 {stop}"""
+
+
+_PROBE_GUIDE = """\
+  * the end-to-end probe publishes to its stream {stream} and reads the message back every interval:
+    nats_probe_up, nats_probe_publish_ack_seconds, nats_probe_round_trip_seconds,
+    nats_probe_failures_total{{stage="..."}}.
+"""
 
 
 def _guide(
@@ -255,5 +266,6 @@ def _guide(
         dlq=DEAD_LETTER_STREAM,
         dlq_subject=DEAD_LETTER_CHAT_SUBJECT,
         nats_url=nats_url,
+        probe=_PROBE_GUIDE.format(stream=settings.probe.stream) if settings.probe.enabled else "",
         stop=stop,
     )
