@@ -18,7 +18,8 @@ The modules by layer, from the settings to the scrape (a test keeps this map nam
   ``parse`` and ``parse_jsz`` (API JSON -> data, pure), ``snapshot`` (the immutable data of a cycle),
   ``ephemeral`` (what becomes of ephemeral consumers), ``monitoring`` (``io.nats.monitor.*`` thresholds),
   ``stages`` (where a cycle fails and what each stage costs), ``intake`` and ``advisories`` (advisories and
-  ack samples published unasked -> counters), ``histogram`` (cumulative buckets).
+  ack samples published unasked -> counters), ``histogram`` (cumulative buckets), ``probe`` (one message
+  published to a stream of the exporter's own and read back).
 - Render and serve: ``metrics`` (the table of every family and the renderer), ``reference`` (docs/metrics.md
   from the table), ``server`` (the cached exposition and the HTTP endpoints), ``serving`` (the HTTP server on
   its own thread), ``httpguard`` (timeouts and a connection cap), ``app`` (the daemon: the collection loop

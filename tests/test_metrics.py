@@ -574,6 +574,7 @@ OTHER_ORIGINS = (
     "server INFO ",
     "time of the first message after ",
     "ConsumerInfo of ",
+    "publish to ",  # the probe's clock, from its publish to the answer
 )
 PARSERS = ("parse.py", "parse_jsz.py", "cluster_source.py", "source.py", "advisories.py", "intake.py")
 
