@@ -14,7 +14,9 @@ The modules by layer, from the settings to the scrape (a test keeps this map nam
   cluster through the system account).
 - Collect: ``collectionplan`` (what one exporter collects and renders), ``sharding`` (splitting a system
   between replicas), ``source`` (one account's cycle: the only reader of JetStream for metrics),
-  ``cluster_source`` (every account and server through JSZ), ``jsapi`` (raw API requests and their errors),
+  ``cluster_source`` (every account and server through JSZ), ``account_lookups`` (dead-letter depth and
+  lag inside one account), ``account_extras`` (cluster scope: what only the accounts' own connections see),
+  ``jsapi`` (raw API requests and their errors),
   ``parse`` and ``parse_jsz`` (API JSON -> data, pure), ``snapshot`` (the immutable data of a cycle),
   ``ephemeral`` (what becomes of ephemeral consumers), ``monitoring`` (``io.nats.monitor.*`` thresholds),
   ``stages`` (where a cycle fails and what each stage costs), ``intake`` and ``advisories`` (advisories and

@@ -20,6 +20,7 @@ from typing import Protocol
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
+from exporter.account_extras import AccountExtras
 from exporter.collectionplan import rendered_families
 from exporter.connection import redact_url
 from exporter.errors import ConfigError
@@ -66,21 +67,24 @@ async def build_exposition(
 class ExporterApp:
     """The daemon: start() binds HTTP and starts collecting; stop() ends everything.
 
-    ``source`` builds the snapshot source for each new connection, ``renderer`` turns snapshots into
-    expositions, ``clock`` gives the wall time of a success and ``timer`` measures durations (monotonic).
+    ``source`` builds the snapshot source for each new connection (default: ``ScopedSource``),
+    ``renderer`` turns snapshots into expositions, ``clock`` gives the wall time of a success and
+    ``timer`` measures durations (monotonic).
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        source: SourceFactory = ScopedSource,
+        source: SourceFactory | None = None,
         renderer: Renderer | None = None,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._new_source = source
+        # Cluster scope: connections inside the accounts listed in `accounts`, for the daemon's lifetime.
+        self._extras = AccountExtras(settings)
+        self._new_source = source if source is not None else self._scoped_source
         self._clock = clock
         self._timer = timer
         self._connection = ConnectionSupervisor(
@@ -158,6 +162,7 @@ class ExporterApp:
         self._tasks = []
         if self._advisories is not None:
             await self._advisories.close()
+        await self._extras.close()
         if self._probe is not None:
             await self._probe.close()
         await self._connection.close()
@@ -166,6 +171,9 @@ class ExporterApp:
             self._web = None
 
     # -- connection --------------------------------------------------------------------------------
+
+    def _scoped_source(self, nc: Client, settings: Settings, denied: DeniedSubjects) -> SnapshotSource:
+        return ScopedSource(nc, settings, denied, extras=self._extras)
 
     async def _connected(self, nc: Client) -> None:
         self._source = self._new_source(nc, self._settings, self._connection.denied)
@@ -238,9 +246,9 @@ class ExporterApp:
             self._collection_log.enter(failed, logging.WARNING, "%s", failed)
             self._drop_stale_snapshot()
         snapshot = self._snapshot
-        if self._advisories is not None:
+        for intake in self._intakes():
             # Every cycle, failed or not, so that nothing published between cycles can grow the state.
-            self._advisories.retain_snapshot(snapshot)
+            intake.retain_snapshot(snapshot)
         self._cache.current = await build_exposition(self._renderer, snapshot, self._health())
         self._serving_data = snapshot is not None
 
@@ -264,7 +272,9 @@ class ExporterApp:
         self._snapshot = snapshot
         self._up = True
         self._last_success = self._clock()
-        if self._advisories is None:
+        if self._advisories is None and not snapshot.cluster_scope:
+            # The connection is inside the account: its events are the account's. (In cluster scope it is
+            # the system account's; events come through the connections inside the listed accounts.)
             account = snapshot.accounts[0].account if snapshot.accounts else "$G"
             self._advisories = EventIntake(account, ack_latency_buckets=self._settings.ack_latency.buckets)
         # Every cycle: a no-op while subscribed, a retry after a failed subscription.
@@ -284,20 +294,31 @@ class ExporterApp:
                 ttl,
             )
 
+    def _intakes(self) -> tuple[EventIntake, ...]:
+        """Every event intake: the connection's own (account scope), and one per listed account."""
+        own = () if self._advisories is None else (self._advisories,)
+        return own + self._extras.intakes
+
     def _health(self) -> ExporterHealth:
-        advisories = self._advisories
+        intakes = self._intakes()
+        # Keys hold the account, so the intakes' maps never overlap.
+        event_accounts = self._extras.event_accounts()
+        if self._advisories is not None:
+            event_accounts |= {self._advisories.account}
         return ExporterHealth(
             up=self._up,
             collection_duration_seconds=self._last_duration,
             last_success_timestamp=self._last_success,
             collection_errors=dict(self._errors),
-            advisory_counts=advisories.counts() if advisories is not None else {},
-            malformed_advisories=advisories.malformed if advisories is not None else 0,
-            stream_event_counts=advisories.stream_counts() if advisories is not None else {},
-            ack_histograms=advisories.ack_histograms() if advisories is not None else {},
-            dropped_advisories=advisories.dropped if advisories is not None else 0,
+            advisory_counts={k: v for intake in intakes for k, v in intake.counts().items()},
+            malformed_advisories=sum(intake.malformed for intake in intakes),
+            stream_event_counts={k: v for intake in intakes for k, v in intake.stream_counts().items()},
+            ack_histograms={k: v for intake in intakes for k, v in intake.ack_histograms().items()},
+            dropped_advisories=sum(intake.dropped for intake in intakes),
             collection_interval_seconds=self._settings.collection.interval_seconds,
             stage_durations=self._stage_durations,
+            servers_expected=self._settings.collection.expected_servers,
+            event_accounts=event_accounts,
             probe=self._probe.health() if self._probe is not None else None,
         )
 

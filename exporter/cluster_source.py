@@ -32,6 +32,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from exporter.collectionplan import CollectionPlan
+from exporter.monitoring import MetadataProblemLog
 from exporter.parse import parse_consumer_state, parse_stream_state
 from exporter.parse_jsz import JszReplyError, ServerReport, led_by, parse_jsz_reply
 from exporter.settings import Settings
@@ -64,13 +65,19 @@ class _Selection:
     elsewhere: set[Key] = field(default_factory=set)
 
     def add(
-        self, server: str, account: str, entry: Mapping[str, Any], consumer_selected: Callable[[str], bool]
+        self,
+        server: str,
+        account: str,
+        entry: Mapping[str, Any],
+        consumer_selected: Callable[[str], bool],
+        label_keys: tuple[str, ...],
     ) -> None:
         """One server's copy of a stream: taken if that server leads it; its consumers likewise."""
         key = (account, entry["config"]["name"])
+        stream_replicas = int(entry["config"].get("num_replicas", 1))
         self.known_streams.add(key)
         if led_by(entry, server) and key not in self.streams:
-            self.streams[key] = parse_stream_state(entry, account)
+            self.streams[key] = parse_stream_state(entry, account, label_keys)
             self.fresh.add(key)
         for info in entry.get("consumer_detail") or ():
             consumer_key = (*key, info["name"])
@@ -79,7 +86,8 @@ class _Selection:
             self.known_consumers.add(consumer_key)
             if led_by(info, server) and consumer_key not in self.consumers:
                 # Lag in seconds needs a message look-up inside the account: not measured here.
-                self.consumers[consumer_key] = replace(parse_consumer_state(info, account), lag_seconds=None)
+                consumer = parse_consumer_state(info, account, label_keys, stream_replicas=stream_replicas)
+                self.consumers[consumer_key] = replace(consumer, lag_seconds=None)
                 self.fresh.add(consumer_key)
 
     def add_elsewhere(
@@ -140,6 +148,8 @@ class ClusterSource:
         # When each stream and consumer was last reported by its leader: what is carried over is kept for
         # at most collection.stale_data_ttl, as the whole snapshot is after failed cycles.
         self._reported_at: dict[Key, float] = {}
+        self._label_keys = settings.labels.from_metadata
+        self._metadata_problems = MetadataProblemLog()
 
     async def fetch_snapshot(
         self, previous: Snapshot | None, timings: StageTimings | None = None
@@ -157,16 +167,20 @@ class ClusterSource:
         selection = self._leaders(gathered.reports, previous)
         streams, consumers = selection.streams, selection.consumers
         meta = next((r.meta_cluster for r in firsts.values() if r.meta_cluster is not None), None)
+        partial = [Stage.SERVERS] if gathered.error is not None else []
+        if self._metadata_problems.record(streams.values(), consumers.values()):
+            partial.append(Stage.METADATA)
         return Snapshot(
             collected_at=collected_at,
             servers=tuple(report.server for report in firsts.values()),
             accounts=self._accounts(gathered.reports, selection),
             streams=tuple(sorted(streams.values(), key=lambda s: (s.account, s.name))),
             consumers=tuple(sorted(consumers.values(), key=lambda c: (c.account, c.stream, c.name))),
-            partial_errors=(Stage.SERVERS,) if gathered.error is not None else (),
+            partial_errors=tuple(partial),
             jetstream_servers=tuple(report.jetstream for report in firsts.values()),
             meta_cluster=meta if meta is not None else (previous.meta_cluster if previous else None),
             servers_responded=len(firsts),
+            metadata_label_keys=self._label_keys,
         )
 
     # --- requests ---------------------------------------------------------------------------------
@@ -235,7 +249,9 @@ class ClusterSource:
                     if not filters.stream_selected(name):
                         continue
                     if self._plan.in_shard(account.name, name):
-                        selection.add(server, account.name, entry, filters.consumer_selected)
+                        selection.add(
+                            server, account.name, entry, filters.consumer_selected, self._label_keys
+                        )
                     else:
                         selection.add_elsewhere(account.name, entry, filters.consumer_selected)
         if previous is not None:

@@ -157,7 +157,7 @@ class _Layers:
         try:
             return setting.kind.parse(value)
         except InvalidValueError as exc:
-            raise ConfigError(exc.message, source=value.source, key=setting.key) from None
+            raise ConfigError(exc.message, source=value.source, key=exc.key or setting.key) from None
 
 
 # -- building the settings ---------------------------------------------------------------------------------
@@ -295,5 +295,5 @@ def _ssl_reason(exc: Exception) -> str:
 
 def secrets_in(settings: Settings) -> tuple[Secret, ...]:
     """The secrets the settings hold, for the log redaction filter."""
-    auth = settings.nats.auth
-    return tuple(secret for secret in (auth.password, auth.token) if secret is not None)
+    auths = (settings.nats.auth, *(entry.auth for entry in settings.accounts))
+    return tuple(secret for auth in auths for secret in (auth.password, auth.token) if secret is not None)

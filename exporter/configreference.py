@@ -37,7 +37,8 @@ def _row(setting: Setting) -> str:
     shown = setting.show(setting.default)
     default = setting.default_text or (shown if shown == "none" else f"`{shown}`")
     flag = f"`{setting.flag} {setting.metavar}`" if setting.flag else "-"
-    cells = (f"`{setting.key}`", kind, default, f"`{setting.env_name}`", flag, setting.help)
+    env = f"`{setting.env_name}`" if setting.env_name else "-"
+    cells = (f"`{setting.key}`", kind, default, env, flag, setting.help)
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 

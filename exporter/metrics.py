@@ -289,12 +289,21 @@ class ConsumerAdvisories:
 _NO_ADVISORIES = AdvisoryCounts()
 
 
+def _events_received(src: Sources, account: str) -> bool:
+    """Whether the account's events arrive (cluster scope: only the accounts listed in ``accounts``)."""
+    accounts = src.health.event_accounts
+    return accounts is None or account in accounts
+
+
 def _consumer_advisories(src: Sources) -> Iterator[ConsumerAdvisories]:
-    # Every known consumer gets a series, 0 until its first advisory, so increase() sees the first event.
+    # Every known consumer gets a series, 0 until its first advisory, so increase() sees the first event;
+    # but only where events are received, or the zeros would claim that nothing went wrong.
     if src.snapshot is None:
         return
     counts = src.health.advisory_counts
     for consumer in src.snapshot.consumers:
+        if not _events_received(src, consumer.account):
+            continue
         key = (consumer.account, consumer.stream, consumer.name)
         yield ConsumerAdvisories(consumer, counts.get(key, _NO_ADVISORIES))
 
@@ -322,6 +331,8 @@ def _stream_events(src: Sources) -> Iterator[StreamEvents]:
         return
     counts = src.health.stream_event_counts
     for stream in src.snapshot.streams:
+        if not _events_received(src, stream.account):
+            continue
         yield StreamEvents(stream, counts.get((stream.account, stream.name), _NO_STREAM_EVENTS))
 
 

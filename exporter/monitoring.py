@@ -22,11 +22,14 @@ named ``metadata_<key>`` with every character outside ``[a-zA-Z0-9_]`` replaced 
 from __future__ import annotations
 
 import functools
+import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from exporter.snapshot import Threshold
+from exporter.snapshot import ConsumerState, StreamState, Threshold
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "io.nats.monitor."
 ENABLED_KEY = f"{PREFIX}enabled"
@@ -221,3 +224,26 @@ def metadata_label_values(metadata: Mapping[str, str] | None, keys: tuple[str, .
         return ()
     found = metadata or {}
     return tuple(str(found.get(key, "")) for key in keys)
+
+
+class MetadataProblemLog:
+    """Logs each unreadable monitoring value once, while it stays; a value fixed and broken again is logged
+    again. Both sources use it, so a problem reads the same in either scope."""
+
+    def __init__(self) -> None:
+        self._logged: frozenset[str] = frozenset()
+
+    def record(self, streams: Iterable[StreamState], consumers: Iterable[ConsumerState]) -> bool:
+        """Log what is new this cycle; True when any value is unreadable this cycle."""
+        problems = {
+            f"stream {stream.name!r}: {problem}" for stream in streams for problem in stream.metadata_problems
+        }
+        problems.update(
+            f"consumer {consumer.stream!r}/{consumer.name!r}: {problem}"
+            for consumer in consumers
+            for problem in consumer.metadata_problems
+        )
+        for problem in sorted(problems - self._logged):
+            logger.warning("ignoring unreadable monitoring metadata of %s", problem)
+        self._logged = frozenset(problems)
+        return bool(problems)

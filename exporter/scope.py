@@ -15,6 +15,7 @@ import logging
 import nats.errors
 from nats.aio.client import Client
 
+from exporter.account_extras import AccountExtras
 from exporter.cluster_source import ClusterSource
 from exporter.collectionplan import CollectionPlan
 from exporter.jsapi import DeniedSubjects
@@ -91,14 +92,24 @@ class ScopedSource:
     """The source of one connection: its scope is chosen on the first cycle, then it reads with it.
 
     A scope that cannot work (see ``choose_scope``) fails each cycle at the connect stage, with the
-    message saying what to change, until the configuration or the user is fixed.
+    message saying what to change, until the configuration or the user is fixed. In cluster scope each
+    snapshot is completed by ``extras`` (the accounts listed in ``accounts``, see exporter.account_extras).
     """
 
-    def __init__(self, nc: Client, settings: Settings, denied: DeniedSubjects | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        settings: Settings,
+        denied: DeniedSubjects | None = None,
+        *,
+        extras: AccountExtras | None = None,
+    ) -> None:
         self._nc = nc
         self._settings = settings
         self._denied = denied
         self._plan = CollectionPlan(settings)
+        # Cluster scope: the connections inside the listed accounts, which outlive this connection.
+        self._extras = extras
         self._source: JetStreamSource | ClusterSource | None = None
 
     @property
@@ -120,5 +131,9 @@ class ScopedSource:
                 else JetStreamSource(self._nc, self._settings, self._denied)
             )
         # One place for both sources: what they read is shaped the same way before it is exported.
-        snapshot = await self._source.fetch_snapshot(self._plan.unshaped(previous), timings)
+        unshaped = self._plan.unshaped(previous)
+        snapshot = await self._source.fetch_snapshot(unshaped, timings)
+        if self._extras is not None and isinstance(self._source, ClusterSource):
+            # Before shaping: ephemeral consumers are summed with the lag measured inside their account.
+            snapshot = await self._extras.complete(snapshot, unshaped, timings)
         return self._plan.shape(snapshot)

@@ -39,6 +39,14 @@ class NatsAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountEntry:
+    """An account the cluster scope also connects inside, for what only the account itself can read."""
+
+    name: str  # the account's name as the server reports it
+    auth: NatsAuth = field(default_factory=NatsAuth)
+
+
+@dataclass(frozen=True, slots=True)
 class NatsTls:
     ca_file: str | None = None
     cert_file: str | None = None
@@ -169,6 +177,7 @@ class Settings:
     labels: LabelSettings = field(default_factory=LabelSettings)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     ack_latency: AckLatencySettings = field(default_factory=AckLatencySettings)
+    accounts: tuple[AccountEntry, ...] = ()  # cluster scope: connections inside these accounts
 
 
 # Stream and consumer names become subject tokens of the JetStream API and file names in the store.

@@ -150,6 +150,8 @@ SETTINGS: tuple[Setting, ...] = (
       "stream and consumer metadata keys exported as labels", env="LABELS_FROM_METADATA"),
     S("ack_latency.buckets", kinds.ASCENDING_DURATIONS, "ack_latency.buckets",
       "bucket bounds of the acknowledgement latency histogram", env="ACK_LATENCY_BUCKETS"),
+    S("accounts", kinds.ACCOUNT_ENTRIES, "accounts",
+      "cluster scope: accounts also read from inside (dead letters, lag seconds, events); file only"),
     # -- probe ----------------------------------------------------------------------------------------------
     S("probe.enabled", kinds.BOOLEAN, "probe.enabled",
       "publish to a probe stream of the exporter's own and measure the round trip", env="PROBE_ENABLED"),

@@ -301,6 +301,11 @@ class Snapshot:
     # filters.consumers.ephemeral aggregate: one entry per stream, in place of its ephemeral consumers
     ephemeral_consumers: tuple[EphemeralConsumers, ...] = ()
 
+    @property
+    def cluster_scope(self) -> bool:
+        """Read through the system account (every account), not from inside one account."""
+        return self.servers_responded is not None
+
 
 @dataclass(frozen=True, slots=True)
 class ExporterHealth:
@@ -318,4 +323,7 @@ class ExporterHealth:
     collection_interval_seconds: float = 15.0  # configured interval, for "duration against interval"
     stage_durations: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds, last cycle
     servers_expected: int | None = None  # cluster scope: collection.expected_servers, when configured
+    # Accounts whose events (advisories, elections, sampled acks) are received; None: every account. Event
+    # counters start at 0 for every known consumer, so an account nothing is received for must get none.
+    event_accounts: frozenset[str] | None = None
     probe: ProbeHealth | None = None  # None while the probe is disabled

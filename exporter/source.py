@@ -28,43 +28,37 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
+from exporter.account_lookups import AccountLookups, with_lag
 from exporter.collectionplan import CollectionPlan
 from exporter.jsapi import (
     JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
-    NO_MESSAGE_FOUND,
     STREAM_NOT_FOUND,
     DeniedSubjects,
     JetStreamApi,
     JetStreamApiError,
     JetStreamRequestError,
-    JetStreamUnavailableError,
 )
 from exporter.logs import StateLog
+from exporter.monitoring import MetadataProblemLog
 from exporter.parse import (
-    StoredMessageRef,
-    oldest,
     parse_account_state,
     parse_consumer_state,
-    parse_dead_letter_state,
-    parse_direct_get_headers,
     parse_list_page,
-    parse_message_get,
     parse_names_page,
     parse_stream_state,
-    subject_counts_page,
 )
 from exporter.settings import Settings
 from exporter.snapshot import (
     AccountState,
     ConsumerState,
-    DeadLetterState,
     ServerInfo,
     Snapshot,
     StreamState,
@@ -72,7 +66,6 @@ from exporter.snapshot import (
 from exporter.stages import Stage, StageTimings
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 DEFAULT_ACCOUNT = "$G"
 USER_INFO_SUBJECT = "$SYS.REQ.USER.INFO"
@@ -108,11 +101,6 @@ def _stage(stage: Stage, timings: StageTimings | None = None) -> Iterator[None]:
         raise CollectionError(stage, f"unexpected JetStream API reply ({type(exc).__name__}: {exc})") from exc
 
 
-async def _timed(timings: StageTimings, stage: Stage, work: Awaitable[_T]) -> _T:
-    with timings.measure(stage):
-        return await work
-
-
 def _explain(exc: JetStreamRequestError) -> str:
     if isinstance(exc, JetStreamApiError) and exc.err_code == JETSTREAM_NOT_ENABLED_FOR_ACCOUNT:
         return f"JetStream is not enabled for the exporter's account ({exc})"
@@ -126,10 +114,6 @@ def _first_collection_error(group: BaseExceptionGroup[BaseException]) -> BaseExc
         if isinstance(found, CollectionError):
             return found
     return group
-
-
-class _StreamGoneError(Exception):
-    """The stream was deleted during the cycle: not a failure, its data is simply left out."""
 
 
 @dataclass(slots=True)
@@ -153,13 +137,6 @@ class _StreamRead:
     listing: _ConsumerListing | None
     stage: Stage | None = None  # the stage that failed, None when nothing did
     error: str | None = None
-
-
-@dataclass(slots=True)
-class _LagResults:
-    oldest_times: dict[tuple[str, str], float | None] = field(default_factory=dict)  # None: nothing found
-    skipped: int = 0
-    error: str | None = None  # the first look-up failure of the cycle
 
 
 class JetStreamSource:
@@ -188,13 +165,15 @@ class JetStreamSource:
         self._cycle_budget = collection.deadline_seconds * CYCLE_BUDGET_SHARE
         self._cycle_ends = float("inf")  # loop time by which this cycle's requests must be answered
         self._account: str | None = settings.nats.account
-        # Logged on change only: a stream configured before it is created must not flood the log.
-        self._dead_letter_log = StateLog(logger)
         # Logged on change only; the collection loop counts every failing cycle in a metric.
         self._partial_stage_log = StateLog(logger, initial="ok")
-        self._lag_cursor = 0
+        self._lookups = AccountLookups(
+            self._request,
+            self._request_message,
+            lag_lookups_per_cycle=settings.collection.lag_lookups_per_cycle,
+        )
         self._label_keys = settings.labels.from_metadata
-        self._logged_metadata_problems: frozenset[str] = frozenset()
+        self._metadata_problems = MetadataProblemLog()
 
     async def fetch_snapshot(
         self, previous: Snapshot | None, timings: StageTimings | None = None
@@ -216,33 +195,39 @@ class JetStreamSource:
         try:
             async with asyncio.TaskGroup() as group:
                 dead_letters_task = group.create_task(
-                    _timed(timings, Stage.DLQ, self._fetch_dead_letters(account, previous))
+                    timings.timed(
+                        Stage.DLQ,
+                        self._lookups.fetch_dead_letters(
+                            account,
+                            self._plan.dead_letter_streams(account, self._settings.dead_letter_streams),
+                            previous,
+                        ),
+                    )
                 )
                 if clustered:
                     # INFO and STREAM.NAMES both wait for the meta leader: asked together, its absence
                     # costs one request timeout, not two.
                     account_task = group.create_task(
-                        _timed(
-                            timings, Stage.ACCOUNT, self._fetch_account_or_keep(account, previous, partial)
-                        )
+                        timings.timed(Stage.ACCOUNT, self._fetch_account_or_keep(account, previous, partial))
                     )
                     inventory = await self._fetch_inventory_by_stream(account, previous, partial, timings)
                     account_state = await account_task
                 else:
                     inventory = await self._fetch_inventory(account, previous, timings)
-                lags = await _timed(timings, Stage.LAG, self._measure_lags(inventory))
+                wanted = [c for c in inventory.consumers if self._plan.lag_wanted(c)]
+                lags = await timings.timed(Stage.LAG, self._lookups.measure_lags(inventory.streams, wanted))
         except BaseExceptionGroup as exc_group:
             raise _first_collection_error(exc_group) from None
         dead_letters, dead_letters_error = dead_letters_task.result()
         collected_at = self._clock()
 
-        consumers = [_with_lag(consumer, lags, collected_at) for consumer in inventory.consumers]
+        consumers = [with_lag(consumer, lags, collected_at) for consumer in inventory.consumers]
         consumers.extend(inventory.carried_consumers)
         consumers.sort(key=lambda consumer: (consumer.stream, consumer.name))
         partial.update({Stage.DLQ: dead_letters_error, Stage.LAG: lags.error})
         self._log_partial_state_changes(partial)
         streams = tuple(inventory.streams[name] for name in sorted(inventory.streams))
-        if self._log_metadata_problems(streams, consumers):
+        if self._metadata_problems.record(streams, consumers):
             partial[Stage.METADATA] = "unreadable io.nats.monitor metadata"
         return Snapshot(
             collected_at=collected_at,
@@ -261,6 +246,10 @@ class JetStreamSource:
     async def _request(self, api: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
         async with self._in_flight:
             return await self._api.request_json(api, payload, reply_within=self._time_left())
+
+    async def _request_message(self, api: str, payload: Mapping[str, Any] | None = None) -> Msg:
+        async with self._in_flight:
+            return await self._api.request_message(api, payload, reply_within=self._time_left())
 
     def _time_left(self) -> float:
         """What is left of the cycle's budget; the API caps it at the request timeout."""
@@ -506,175 +495,6 @@ class JetStreamSource:
             len(inventory.carried_consumers),
         )
 
-    # --- dead letters -----------------------------------------------------------------------------
-
-    async def _fetch_dead_letters(
-        self, account: str, previous: Snapshot | None
-    ) -> tuple[tuple[DeadLetterState, ...], str | None]:
-        """Every configured dead-letter stream, and the first failure, if any (then its last value stays)."""
-        names = self._plan.dead_letter_streams(account, self._settings.dead_letter_streams)
-        if not names:
-            return (), None
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._dead_letter_state(name, account)) for name in names]
-        previous_states = {state.stream: state for state in previous.dead_letters} if previous else {}
-        states: list[DeadLetterState] = []
-        first_error: str | None = None
-        for name, task in zip(names, tasks, strict=True):
-            outcome = task.result()
-            if isinstance(outcome, DeadLetterState):
-                states.append(outcome)
-                continue
-            first_error = first_error or outcome
-            kept = previous_states.get(name)
-            if kept is not None:
-                states.append(kept)
-        return tuple(states), first_error
-
-    async def _dead_letter_state(self, name: str, account: str) -> DeadLetterState | str:
-        """A dead-letter stream's per-subject depth; exists=False when absent; the error when it failed."""
-        counts: dict[str, int] = {}
-        first_reply: dict[str, Any] | None = None
-        offset = 0
-        try:
-            while True:
-                payload: dict[str, Any] = {"subjects_filter": ">"}
-                if offset:
-                    payload["offset"] = offset
-                reply = await self._request(f"STREAM.INFO.{name}", payload)
-                first_reply = first_reply or reply
-                page = subject_counts_page(reply)
-                known = len(counts)
-                counts.update(page)
-                offset += len(page)
-                # A server that ignores the offset repeats its first page: stop once a page adds nothing.
-                if not page or offset >= int(reply.get("total", 0)) or len(counts) == known:
-                    break
-            state = parse_dead_letter_state(first_reply, counts, account)
-        except JetStreamApiError as exc:
-            if exc.err_code != STREAM_NOT_FOUND:
-                return f"dead-letter stream {name!r}: {exc}"
-            self._note_dead_letter_presence(name, present=False)
-            return DeadLetterState(account=account, stream=name, exists=False)
-        except (JetStreamRequestError, KeyError, TypeError, ValueError) as exc:
-            return f"dead-letter stream {name!r}: {type(exc).__name__}: {exc}"
-        self._note_dead_letter_presence(name, present=True)
-        return state
-
-    def _note_dead_letter_presence(self, name: str, *, present: bool) -> None:
-        if present:
-            self._dead_letter_log.enter(present, logging.INFO, "dead-letter stream %r found", name, key=name)
-        else:
-            self._dead_letter_log.enter(
-                present,
-                logging.WARNING,
-                "dead-letter stream %r does not exist; reporting it as missing until it appears",
-                name,
-                key=name,
-            )
-
-    # --- lag --------------------------------------------------------------------------------------
-
-    async def _measure_lags(self, inventory: _Inventory) -> _LagResults:
-        """Oldest unacknowledged message time of every lagging consumer, within the per-cycle cap."""
-        results = _LagResults()
-        lagging = [c for c in inventory.consumers if c.lag_seconds is None and self._plan.lag_wanted(c)]
-        if not lagging:
-            return results
-        chosen = self._choose_within_cap(lagging, results)
-
-        async def measure(consumer: ConsumerState) -> None:
-            key = (consumer.stream, consumer.name)
-            try:
-                found = await self._oldest_unacknowledged(inventory.streams[consumer.stream], consumer)
-            except _StreamGoneError:
-                return
-            except (JetStreamRequestError, KeyError, TypeError, ValueError) as exc:
-                if results.error is None:
-                    results.error = f"consumer {consumer.name!r} of stream {consumer.stream!r}: {exc}"
-                return
-            results.oldest_times[key] = found.timestamp if found is not None else None
-
-        async with asyncio.TaskGroup() as group:
-            for consumer in chosen:
-                group.create_task(measure(consumer))
-        return results
-
-    def _choose_within_cap(self, lagging: list[ConsumerState], results: _LagResults) -> list[ConsumerState]:
-        """The consumers to look up this cycle (one look-up per filter subject), counting the rest."""
-        # Start where the last cycle's cap stopped, so that over cycles every consumer gets measured.
-        start = self._lag_cursor % len(lagging)
-        budget = full_budget = self._settings.collection.lag_lookups_per_cycle
-        chosen: list[ConsumerState] = []
-        first_skipped: int | None = None
-        for position, consumer in enumerate(lagging[start:] + lagging[:start]):
-            needed = max(1, len(consumer.filter_subjects))
-            if needed <= budget:
-                budget -= needed
-                chosen.append(consumer)
-            else:
-                results.skipped += 1
-                # A consumer with more filter subjects than a whole cycle's budget never fits: it must not
-                # hold the cursor, or the consumers after it would never be measured.
-                if first_skipped is None and needed <= full_budget:
-                    first_skipped = position
-        if first_skipped is not None:
-            self._lag_cursor = start + first_skipped
-        return chosen
-
-    async def _oldest_unacknowledged(
-        self, stream: StreamState, consumer: ConsumerState
-    ) -> StoredMessageRef | None:
-        """The first message after the ack floor that matches the consumer's filter, read, not consumed."""
-        start = consumer.ack_floor_stream_seq + 1
-        subjects = consumer.filter_subjects or (">",)
-        if len(subjects) == 1:
-            return await self._first_message(stream, start, subjects[0])
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._first_message(stream, start, subject)) for subject in subjects]
-        return oldest([task.result() for task in tasks])
-
-    async def _first_message(self, stream: StreamState, start: int, subject: str) -> StoredMessageRef | None:
-        """First stored message with sequence >= start on ``subject``; next_by_subj skips deleted ones."""
-        payload = {"seq": start, "next_by_subj": subject}
-        if stream.allow_direct:
-            try:
-                async with self._in_flight:
-                    msg = await self._api.request_message(
-                        f"DIRECT.GET.{stream.name}", payload, reply_within=self._time_left()
-                    )
-                return parse_direct_get_headers(msg.headers)
-            except JetStreamUnavailableError:
-                # Nobody serves direct gets (stream just deleted, or not reachable that way): ask the leader.
-                pass
-        try:
-            reply = await self._request(f"STREAM.MSG.GET.{stream.name}", payload)
-        except JetStreamApiError as exc:
-            if exc.err_code == NO_MESSAGE_FOUND:
-                return None
-            if exc.err_code == STREAM_NOT_FOUND:
-                raise _StreamGoneError from None
-            raise
-        return parse_message_get(reply)
-
-    def _log_metadata_problems(
-        self, streams: Sequence[StreamState], consumers: Sequence[ConsumerState]
-    ) -> bool:
-        """Log each unreadable monitoring value once, while it stays; True when there is any this cycle."""
-        problems = {
-            f"stream {stream.name!r}: {problem}" for stream in streams for problem in stream.metadata_problems
-        }
-        problems.update(
-            f"consumer {consumer.stream!r}/{consumer.name!r}: {problem}"
-            for consumer in consumers
-            for problem in consumer.metadata_problems
-        )
-        for problem in sorted(problems - self._logged_metadata_problems):
-            logger.warning("ignoring unreadable monitoring metadata of %s", problem)
-        # Only the current ones are remembered: a value fixed and broken again is logged again.
-        self._logged_metadata_problems = frozenset(problems)
-        return bool(problems)
-
     def _log_partial_state_changes(self, partial: Mapping[Stage, str | None]) -> None:
         for stage, error in partial.items():
             if error is not None:
@@ -690,14 +510,3 @@ class JetStreamSource:
                 self._partial_stage_log.enter(
                     "ok", logging.INFO, "collection stage %r recovered", str(stage), key=stage
                 )
-
-
-def _with_lag(consumer: ConsumerState, lags: _LagResults, collected_at: float) -> ConsumerState:
-    if consumer.lag_seconds is not None:
-        return consumer
-    key = (consumer.stream, consumer.name)
-    if key not in lags.oldest_times:
-        return consumer  # skipped by the cap, failed, or its stream went away: not measured
-    oldest_time = lags.oldest_times[key]
-    lag = 0.0 if oldest_time is None else max(0.0, collected_at - oldest_time)
-    return replace(consumer, lag_seconds=lag)

@@ -9,8 +9,11 @@ series for every stage from the start, at 0, so that ``increase()`` sees the fir
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from enum import StrEnum
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 
 class Stage(StrEnum):
@@ -23,6 +26,7 @@ class Stage(StrEnum):
     DLQ = "dlq"
     LAG = "lag"
     SERVERS = "servers"
+    ACCOUNT_CONNECT = "account_connect"
     METADATA = "metadata"
     ADVISORIES = "advisories"
     TIMEOUT = "timeout"
@@ -44,6 +48,8 @@ _MEANINGS: Mapping[Stage, str] = {
     Stage.LAG: "an oldest-unacknowledged-message look-up failed (partial: the rest of the data is kept)",
     Stage.SERVERS: "cluster scope: no server's JetStream report ($SYS.REQ.SERVER.PING.JSZ) arrived, or one "
     "was unusable (partial: the other servers' data is kept)",
+    Stage.ACCOUNT_CONNECT: "cluster scope: connecting inside an account listed in accounts failed (partial: "
+    "that account's dead letters, lag seconds and events are missing; retried with backoff)",
     Stage.METADATA: "an io.nats.monitor metadata value could not be read and is ignored (partial: logged "
     "once, the rest of the data is kept)",
     Stage.ADVISORIES: "the advisory subscription failed, so delivery-failure counters pause",
@@ -81,6 +87,11 @@ class StageTimings:
             ended = self._timer()
             first, last = self._spans.get(stage, (started, ended))
             self._spans[stage] = (min(first, started), max(last, ended))
+
+    async def timed(self, stage: Stage, work: Awaitable[_T]) -> _T:
+        """Await ``work`` measured as ``stage`` (for stages that run as tasks beside others)."""
+        with self.measure(stage):
+            return await work
 
     def durations(self) -> dict[str, float]:
         """Seconds per timed stage; 0 for a stage the cycle did not reach or did not need."""

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from exporter.durations import format_duration, parse_duration
 from exporter.patterns import NamePattern, PatternError, compile_alternatives, compile_pattern
-from exporter.settings import Secret, split_listen_address, validate_stream_name
+from exporter.settings import AccountEntry, NatsAuth, Secret, split_listen_address, validate_stream_name
 from exporter.yamlfiles import brief, describe_type, did_you_mean, quoted
 
 T = TypeVar("T")
@@ -49,9 +49,13 @@ class RawValue:
 
 
 class InvalidValueError(Exception):
-    def __init__(self, message: str) -> None:
+    """``key``: where inside a structured value the problem is (``accounts[1].password``), when not the
+    setting's own key."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.key = key
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,4 +405,73 @@ PATTERNS: Kind[tuple[NamePattern, ...]] = Kind(
     "list of names or RE2 regular expressions (full match; one expression in the environment)",
     lambda value: tuple(compile_pattern(text) for text in _pattern_texts(value)),
     lambda patterns: ", ".join(_show_pattern(pattern) for pattern in patterns) or "none",
+)
+
+
+# -- account entries ------------------------------------------------------------------------------------
+
+# The authentication options of an entry of ``accounts``: those of ``nats``, each read by the same kind.
+_ACCOUNT_AUTH: dict[str, Kind[object]] = {
+    "user": TEXT,  # type: ignore[dict-item]  # each kind's value goes to the NatsAuth field of its name
+    "password": SECRET,  # type: ignore[dict-item]
+    "token": SECRET,  # type: ignore[dict-item]
+    "nkey_seed_file": FILE_PATH,  # type: ignore[dict-item]
+    "credentials_file": FILE_PATH,  # type: ignore[dict-item]
+}
+_ACCOUNT_ENTRY_KEYS = ("name", *_ACCOUNT_AUTH)
+_ACCOUNT_AUTH_METHODS = ("password", "token", "nkey_seed_file", "credentials_file")
+
+
+def _account_entry(item: object, where: str, value: RawValue) -> AccountEntry:
+    if not isinstance(item, dict):
+        raise InvalidValueError(
+            f"expected a mapping with name and authentication keys, got {describe_type(item)}", key=where
+        )
+    fields: dict[str, object] = {}
+    for raw_name, raw in item.items():
+        name = str(raw_name)
+        if name not in _ACCOUNT_ENTRY_KEYS:
+            hint = (
+                did_you_mean(name, _ACCOUNT_ENTRY_KEYS) or f"; known keys: {', '.join(_ACCOUNT_ENTRY_KEYS)}"
+            )
+            raise InvalidValueError(f"unknown key {name!r}{hint}", key=f"{where}.{name}")
+        kind = TEXT if name == "name" else _ACCOUNT_AUTH[name]
+        try:
+            fields[name] = kind.parse(RawValue(raw, value.source, value.from_text, value.base_dir))
+        except InvalidValueError as exc:
+            raise InvalidValueError(exc.message, key=f"{where}.{name}") from None
+    if "name" not in fields:
+        raise InvalidValueError(
+            "the account's name is required (as the server reports it)", key=f"{where}.name"
+        )
+    chosen = [name for name in _ACCOUNT_AUTH_METHODS if name in fields]
+    if len(chosen) > 1:
+        raise InvalidValueError(
+            f"more than one authentication method: {' and '.join(chosen)}; choose one", key=where
+        )
+    if ("user" in fields) != ("password" in fields):
+        missing = "password" if "user" in fields else "user"
+        raise InvalidValueError(f"user and password go together: set {missing}", key=f"{where}.{missing}")
+    account = str(fields.pop("name"))
+    return AccountEntry(name=account, auth=NatsAuth(**fields))  # type: ignore[arg-type]  # parsed above
+
+
+def _account_entries(value: RawValue) -> tuple[AccountEntry, ...]:
+    if not isinstance(value.raw, list) or not value.raw:
+        raise InvalidValueError(f"expected a non-empty list of accounts, got {describe_type(value.raw)}")
+    entries: list[AccountEntry] = []
+    for index, item in enumerate(value.raw):
+        where = f"accounts[{index}]"
+        entry = _account_entry(item, where, value)
+        if any(entry.name == earlier.name for earlier in entries):
+            raise InvalidValueError(f"account {quoted(entry.name)} is listed twice", key=f"{where}.name")
+        entries.append(entry)
+    return tuple(entries)
+
+
+ACCOUNT_ENTRIES: Kind[tuple[AccountEntry, ...]] = Kind(
+    "list of mappings: `name` and the authentication keys of `nats` (user/password, token, "
+    "nkey_seed_file or credentials_file); password and token are secrets",
+    _account_entries,
+    lambda entries: ", ".join(entry.name for entry in entries) or "none",
 )

@@ -7,7 +7,6 @@ import json
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -16,55 +15,23 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
 from support.spec_platform import publish_when_routed
+from support.system_cluster import SYSTEM_USER, system_cluster, wait_for_meta_leader
 
 from exporter.cluster_source import JSZ_SUBJECT, ClusterSource
-from exporter.natsserver import NatsServerProcess, free_port
+from exporter.natsserver import NatsServerProcess
 from exporter.scope import ScopeError, choose_scope
-from exporter.settings import CollectionSettings, Settings
-from exporter.snapshot import Snapshot
+from exporter.settings import CollectionSettings, LabelSettings, Settings
+from exporter.snapshot import Snapshot, Threshold
 from exporter.source import CollectionError
 
 ACCOUNTS = ("A", "B")
-SYSTEM_USER = {"user": "sys", "password": "sys"}
-
-
-def accounts_block() -> str:
-    users = "".join(
-        f'  {name}: {{ jetstream: enabled, users: [ {{user: "{user}", password: "{user}"}} ] }}\n'
-        for name, user in ((name, name.lower()) for name in ACCOUNTS)
-    )
-    return (
-        "accounts {\n"
-        '  SYS: { users: [ {user: "sys", password: "sys"} ] }\n'
-        f"{users}"
-        "}\n"
-        "system_account: SYS\n"
-    )
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NatsServerProcess]]:
-    base: Path = tmp_path_factory.mktemp("cluster-scope")
-    ports = [free_port() for _ in range(3)]
-    servers = []
-    for index, port in enumerate(ports):
-        routes = ", ".join(f'"nats-route://127.0.0.1:{other}"' for other in ports if other != port)
-        cluster = f'cluster {{ name: "c", listen: "127.0.0.1:{port}", routes: [{routes}] }}\n'
-        servers.append(
-            NatsServerProcess(
-                store_dir=base / f"n{index + 1}",
-                server_name=f"n{index + 1}",
-                extra_config=cluster + accounts_block(),
-            )
-        )
-    try:
-        for server in servers:
-            server.start()
-        asyncio.run(_provision(servers[0].url))
-        yield servers
-    finally:
-        for server in servers:
-            server.cleanup()
+    with system_cluster(tmp_path_factory.mktemp("cluster-scope"), ACCOUNTS) as started:
+        asyncio.run(_provision(started.members[0].url))
+        yield started.members
 
 
 async def _provision(url: str) -> None:
@@ -73,27 +40,22 @@ async def _provision(url: str) -> None:
         user = account.lower()
         nc = await nats.connect(url, user=user, password=user)
         js = nc.jetstream()
-        await _wait_for_meta_leader(js)
+        await wait_for_meta_leader(js)
         for stream, replicas in ((f"{account}_R3", 3), (f"{account}_R1", 1)):
-            await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"], num_replicas=replicas))
+            metadata = {
+                "team": f"team-{user}",
+                "io.nats.monitor.enabled": "true",
+                "io.nats.monitor.msgs-critical": "1",
+            }
+            await js.add_stream(
+                StreamConfig(name=stream, subjects=[f"{stream}.>"], num_replicas=replicas, metadata=metadata)
+            )
             for index in range(5):
                 # The stream was created a moment ago: its interest may not have reached this server yet.
                 await publish_when_routed(nc, f"{stream}.m", f"{index}".encode())
             for consumer in ("work", "audit")[: 2 if replicas == 3 else 1]:
                 await js.add_consumer(stream, ConsumerConfig(durable_name=consumer, ack_policy="explicit"))
         await nc.close()
-
-
-async def _wait_for_meta_leader(js: Any) -> None:
-    """A cluster that has just formed answers JetStream requests only once its meta group has a leader."""
-    async with asyncio.timeout(20):
-        while True:
-            try:
-                await js.account_info()
-            except (nats.errors.Error, nats.js.errors.Error):
-                await asyncio.sleep(0.1)
-            else:
-                return
 
 
 @pytest.fixture
@@ -157,6 +119,21 @@ async def test_every_account_and_server_is_read_with_values_from_each_leader(
         assert info["cluster"]["leader"] == consumer.leader
         assert consumer.num_pending == info["num_pending"] == 5  # a follower's copy would say 0
         assert consumer.lag_seconds is None  # needs a look-up inside the account
+
+
+async def test_metadata_labels_thresholds_and_consumer_replicas_read_as_in_the_account_scope(
+    system_connection: Client,
+) -> None:
+    settings = replace(cluster_settings(), labels=LabelSettings(from_metadata=("team",)))
+    snapshot = await ClusterSource(system_connection, settings).fetch_snapshot(None)
+    assert snapshot.metadata_label_keys == ("team",)
+    for stream in snapshot.streams:
+        assert stream.metadata_labels == (f"team-{stream.account.lower()}",)
+        assert Threshold(check="msgs", severity="critical", value=1.0) in stream.thresholds
+    # A consumer configured with 0 replicas has its stream's.
+    assert {(c.stream, c.replicas) for c in snapshot.consumers if c.name == "work"} == {
+        (f"{account}_{kind}", replicas) for account in ACCOUNTS for kind, replicas in (("R3", 3), ("R1", 1))
+    }
 
 
 async def test_paging_reads_every_account_with_one_account_per_page(

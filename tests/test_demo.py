@@ -12,16 +12,22 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import nats
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from support.spec_platform import SPEC_STREAM_NAMES
 from support.waiting import wait_for
 
+from exporter.demo.chaos import ChaosOptions
 from exporter.demo.chathandler import HandlerOptions
 from exporter.demo.cli import add_subcommand
+from exporter.demo.cluster import clustered_platform
+from exporter.demo.platform import load_platform, parse_platform
+from exporter.demo.provisioning import stream_config
 from exporter.demo.runner import DemoOptions, exporter_base_url, run_demo
 from exporter.demo.traffic import TrafficOptions
 from exporter.errors import ConfigError
@@ -316,3 +322,172 @@ async def test_a_part_that_fails_stops_the_demo_and_says_why(
     assert await asyncio.wait_for(demo, 15) == 1
     assert "Stopping: demo-chat-handler ended unexpectedly (" in out.getvalue()
     assert "Stopped after" in out.getvalue()
+
+
+@pytest.mark.timeout(90)
+async def test_cluster_demo_with_chaos_shows_the_cluster_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """``demo --cluster --chaos`` on a short schedule: three servers, one stopped and restarted, then gone."""
+    port = free_port()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {key: text for key, text in os.environ.items() if not key.startswith("NATS_EXPORTER_")}
+    env |= {"TMPDIR": str(scratch), "PYTHONUNBUFFERED": "1"}
+    stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
+    flags = ["--cluster", "--chaos", "--chaos-every", "8s", "--chaos-down", "4s", "--duration", "30s"]
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        demo = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "exporter",
+            "demo",
+            *flags,
+            "--interval",
+            "1s",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            cwd=REPO,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+    named = re.compile(r"the demo's 3-node cluster, pids (\d+), (\d+), (\d+), account AI_PLATFORM")
+    try:
+        await wait_for(
+            lambda: named.search(stdout_path.read_text()) is not None or demo.returncode is not None,
+            timeout=30,
+            message="the guide naming the demo's cluster",
+        )
+        found = named.search(stdout_path.read_text())
+        assert found is not None, stderr_path.read_text()
+        server_pids = {int(pid) for pid in found.groups()}
+        assert child_pids(demo.pid, "nats-server") == server_pids
+        seen: dict[str, float | None] = {}
+
+        async def cluster_visible() -> bool:
+            assert demo.returncode is None, stderr_path.read_text()
+            samples = await scrape(f"http://127.0.0.1:{port}/metrics")
+            chat, mirror = (
+                {"account": "AI_PLATFORM", "stream": "COMPANIONS_CHAT"},
+                {
+                    "account": "AI_PLATFORM",
+                    "stream": "COMPANIONS_CHAT_MIRROR",
+                },
+            )
+            seen["chat replicas"] = value(samples, "nats_stream_replicas", **chat)
+            seen["mirror replicas"] = value(samples, "nats_stream_replicas", **mirror)
+            seen["mirror messages"] = value(samples, "nats_stream_messages_total", **mirror)
+            return (
+                seen["chat replicas"] == seen["mirror replicas"] == 3 and (seen["mirror messages"] or 0) > 0
+            )
+
+        await wait_for(cluster_visible, timeout=20, interval=0.5, message=f"R3 streams and a mirror ({seen})")
+        assert await asyncio.wait_for(demo.wait(), 45) == 0, stderr_path.read_text()
+    finally:
+        if demo.returncode is None:  # the test failed: still stop it the way that cleans up
+            demo.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(demo.wait(), 30)
+            except TimeoutError:
+                demo.kill()
+                await demo.wait()
+    output = stdout_path.read_text()
+    stops = re.findall(
+        r"^chaos (\d+): stopped (n\d), (?:the leader|a follower) of COMPANIONS_CHAT", output, re.MULTILINE
+    )
+    restarts = re.findall(r"^chaos (\d+): restarted (n\d):", output, re.MULTILINE)
+    assert stops, output
+    assert restarts, output
+    assert restarts[0] == stops[0]  # the member stopped first is the one restarted first
+    assert "python -m exporter --config " in output  # how to read the whole cluster as the system user
+    assert "The cluster is stopped and its temporary stores removed." in output
+    assert not any(process_exists(pid) for pid in server_pids)
+    assert leftovers(scratch) == []
+    with socket.socket() as probe:  # the HTTP port is free again
+        probe.bind(("127.0.0.1", port))
+
+
+async def test_stopping_the_cluster_demo_while_a_server_is_down_leaves_nothing_behind(
+    private_tmpdir: Path,
+) -> None:
+    out = io.StringIO()
+    stop = asyncio.Event()
+    options = DemoOptions(
+        settings=Settings(
+            web=WebSettings(listen_address="127.0.0.1:0"),
+            collection=CollectionSettings(interval_seconds=1.0, deadline_seconds=0.8),
+        ),
+        traffic=TrafficOptions(chat_rate=5, voice_rate=0.5, login_rate=0.5),
+        cluster=True,
+        chaos=ChaosOptions(every_seconds=2.0, down_seconds=1.5),
+    )
+    demo = asyncio.create_task(run_demo(options, out=out, stop=stop))
+    try:
+        await wait_for(
+            lambda: "chaos 1: stopped" in out.getvalue() or demo.done(),
+            timeout=40,
+            message="a stopped server",
+        )
+        assert not demo.done(), out.getvalue()
+        config = re.search(r"python -m exporter --config (\S+)", out.getvalue())
+        assert config is not None, out.getvalue()
+        system_config, mode = read_config_file(config.group(1))
+        assert system_config["collection"] == {"interval": "5s", "scope": "cluster", "expected_servers": 3}
+        assert mode == 0o600  # it holds the system user's password
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(demo, 30) == 0, out.getvalue()
+    assert "chaos 1: restarted" not in out.getvalue()  # stopped while the member was down
+    assert child_pids(os.getpid(), "nats-server") == set()
+    assert leftovers(private_tmpdir) == []
+
+
+def read_config_file(name: str) -> tuple[dict[str, Any], int]:
+    """The YAML document in the file ``name`` and the file's permission bits."""
+    path = Path(name)
+    return yaml.safe_load(path.read_text(encoding="utf-8")), path.stat().st_mode & 0o777
+
+
+def test_cluster_and_chaos_flags_refuse_what_cannot_work(capsys: pytest.CaptureFixture[str]) -> None:
+    refused = (
+        (["--chaos"], "--chaos needs --cluster"),
+        (["--cluster", "--nats-url", "nats://127.0.0.1:4222"], "does not go with --nats-url"),
+        (["--cluster", "--chaos", "--chaos-every", "10s", "--chaos-down", "10s"], "shorter than the chaos"),
+    )
+    for flags, message in refused:
+        args = demo_parser().parse_args(["demo", *flags])
+        assert args.handler(args) == 2
+        assert message in capsys.readouterr().err
+    args = demo_parser().parse_args(["demo", "--cluster", "--chaos"])
+    assert (args.chaos_every, args.chaos_down) == (60.0, 25.0)
+
+
+def test_the_clustered_platform_replicates_every_stream_and_mirrors_the_chat_stream() -> None:
+    platform = clustered_platform(load_platform())
+    assert {stream.replicas for stream in platform.streams} == {3}
+    mirror = platform.stream("COMPANIONS_CHAT_MIRROR")
+    assert (mirror.mirror, mirror.subjects) == ("COMPANIONS_CHAT", ())
+    assert stream_config(mirror)["mirror"] == {"name": "COMPANIONS_CHAT"}
+    assert "subjects" not in stream_config(mirror)
+    assert clustered_platform(platform) == platform  # applying it twice adds no second mirror
+
+
+@pytest.mark.parametrize(
+    ("stream", "problem"),
+    [
+        ("{name: M, mirror: NOPE}", "streams[1].mirror"),
+        ('{name: M, mirror: A, subjects: ["b.>"]}', "streams[1].subjects"),
+        ("{name: M}", "streams[1].subjects"),
+    ],
+)
+def test_a_mirror_in_the_platform_file_names_a_stream_of_the_file_and_no_subjects(
+    stream: str, problem: str
+) -> None:
+    text = f'streams:\n  - {{name: A, subjects: ["a.>"]}}\n  - {stream}\n'
+    with pytest.raises(ConfigError) as caught:
+        parse_platform(text, source="platform.yaml")
+    assert caught.value.key == problem
+    good = parse_platform(
+        'streams:\n  - {name: A, subjects: ["a.>"]}\n  - {name: M, mirror: A}\n', source="p"
+    )
+    assert good.stream("M").mirror == "A"

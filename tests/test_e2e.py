@@ -24,10 +24,6 @@ from support.dashboard_queries import (
     SINGLE_SERVER,
     dashboard_files,
     every_panel_query,
-    label_values_query,
-    load_dashboard,
-    runnable,
-    variables,
 )
 from support.promstack import (
     PrometheusApi,
@@ -35,7 +31,10 @@ from support.promstack import (
     address,
     alertmanager_process,
     base_url,
+    find_rule,
     prometheus_process,
+    rules_for_the_test,
+    shipped_rule_files,
 )
 from support.waiting import wait_for
 
@@ -52,7 +51,6 @@ from exporter.settings import CollectionSettings, NatsSettings, ProbeSettings, S
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(150)]
 
-ALERTS_DIR = Path(__file__).resolve().parents[1] / "alerts"
 DEAD_LETTER_STREAM = "AI_DLQ"
 DEAD_LETTER_SUBJECT = "ai.dlq.chat"
 DEAD_LETTER_ALERT = "NatsDeadLetterQueueNotEmpty"  # alerts/nats-jetstream.rules.yml
@@ -75,44 +73,6 @@ class Stack:
     receiver: WebhookReceiver
     rule_files: list[Path]
     dead_letter_rule: dict[str, Any]
-
-
-def shipped_rule_files() -> list[Path]:
-    """The Prometheus rule files in alerts/ (promtool's unit-test files have no `groups`)."""
-    files = []
-    for path in sorted(ALERTS_DIR.rglob("*.y*ml")):
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if isinstance(content, dict) and "groups" in content:
-            files.append(path)
-    return files
-
-
-def find_rule(rule_files: list[Path], alert: str) -> dict[str, Any]:
-    for path in rule_files:
-        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
-            for rule in group["rules"]:
-                if rule.get("alert") == alert:
-                    found: dict[str, Any] = rule
-                    return found
-    pytest.fail(f"alert {alert} is not in {[str(p) for p in rule_files]}; update DEAD_LETTER_ALERT")
-
-
-def rules_for_the_test(rule_files: list[Path], workdir: Path, alert: str) -> list[Path]:
-    """The shipped files, except that ``alert`` loses its `for:` (none today), which no test can wait out."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    result = []
-    for path in rule_files:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-        rules = [rule for group in content["groups"] for rule in group["rules"] if rule.get("alert") == alert]
-        if not any("for" in rule for rule in rules):
-            result.append(path)
-            continue
-        for rule in rules:
-            rule["for"] = "1s"
-        copy = workdir / path.name
-        copy.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
-        result.append(copy)
-    return result
 
 
 def exporter_settings(nats_url: str) -> Settings:
@@ -148,7 +108,7 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     workdir = tmp_path_factory.mktemp("e2e")
     rule_files = shipped_rule_files()
-    assert rule_files, f"no Prometheus rule file in {ALERTS_DIR}"
+    assert rule_files, "no Prometheus rule file in alerts/"
     dead_letter_rule = find_rule(rule_files, DEAD_LETTER_ALERT)
     nats_server = NatsServerProcess(
         store_dir=workdir / "nats" / "store", extra_config=platform_account_config()
@@ -185,7 +145,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         await alertmanager.start()
         prometheus = prometheus_process(
             workdir / "prometheus",
-            scrape_target=f"127.0.0.1:{app.port}",
+            scrape_targets=[f"127.0.0.1:{app.port}"],
             rule_files=rules_for_the_test(rule_files, workdir / "rules", DEAD_LETTER_ALERT),
             alertmanager=address(alertmanager),
         )
@@ -201,10 +161,7 @@ async def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     empty: list[str] = []
 
     async def all_have_data() -> bool:
-        results = await asyncio.gather(*(stack.prometheus.query(runnable(q.expr)) for q in queries))
-        empty[:] = [
-            f"{q.where}: {runnable(q.expr)}" for q, result in zip(queries, results, strict=True) if not result
-        ]
+        empty[:] = await stack.prometheus.queries_without_data(queries)
         return not empty
 
     try:
@@ -219,25 +176,12 @@ async def test_every_variable_offers_a_value(stack: Stack) -> None:
     """Each template variable's label_values() query, as Grafana sends it, lists the demo's values."""
     expected = {"account": ACCOUNT, "stream": DEAD_LETTER_STREAM, "dlq_stream": DEAD_LETTER_STREAM}
     expected |= {"consumer": "chat-handler"}
-    for path in dashboard_files(SINGLE_SERVER):
-        for variable in variables(load_dashboard(path)):
-            if variable["type"] != "query":
-                continue
-            selector, label = label_values_query(variable["query"])
-            match = runnable(selector) if selector else None
-            values: list[str] = []
-
-            async def offered(
-                label: str = label, match: str | None = match, values: list[str] = values
-            ) -> bool:
-                values[:] = await stack.prometheus.label_values(label, match)
-                return bool(values)
-
-            await wait_for(
-                offered, timeout=DATA_DEADLINE_SECONDS, interval=1.0, message=f"{variable['name']}"
-            )
-            if variable["name"] in expected:
-                assert expected[variable["name"]] in values, (path.name, variable["name"], values)
+    offered = await stack.prometheus.variable_values(
+        dashboard_files(SINGLE_SERVER), timeout=DATA_DEADLINE_SECONDS
+    )
+    for (dashboard, name), values in offered.items():
+        if name in expected:
+            assert expected[name] in values, (dashboard, name, values)
 
 
 async def test_every_shipped_rule_loads_and_evaluates_cleanly(stack: Stack) -> None:

@@ -840,6 +840,29 @@ def test_election_counters_start_at_zero_for_every_stream_and_consumer() -> None
             assert value(series, f"nats_consumer_{name}", **labels) == 0
 
 
+def test_event_counters_only_for_accounts_whose_events_are_received() -> None:
+    snapshot = golden_snapshot()
+    other = replace(snapshot.consumers[0], account="OTHER")
+    snapshot = replace(snapshot, consumers=(*snapshot.consumers, other))
+    received = {c.account for c in golden_snapshot().consumers}
+    health = ExporterHealth(
+        up=True,
+        collection_duration_seconds=1.0,
+        last_success_timestamp=T0,
+        event_accounts=frozenset(received),
+    )
+    series = samples_of(render(snapshot, health))
+    families = (
+        "nats_consumer_naks_total",
+        "nats_consumer_leader_elections_total",
+        "nats_stream_quorum_lost_total",
+    )
+    accounts = {dict(labels)["account"] for name, labels in series if name in families}
+    assert accounts == received  # OTHER's consumer is rendered, but none of the event counters
+    labels = {"account": "OTHER", "stream": other.stream, "consumer": other.name}
+    assert value(series, "nats_consumer_pending_messages", **labels) >= 0
+
+
 def test_ack_histograms_read_back_only_for_sampled_known_consumers() -> None:
     series = samples_of(render(golden_snapshot(), golden_health()))
     chat = {"account": "$G", "stream": "COMPANIONS_CHAT", "consumer": "chat-handler"}

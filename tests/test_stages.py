@@ -22,7 +22,8 @@ class SteppingTimer:
 
 def test_every_stage_has_a_meaning_and_a_label() -> None:
     assert [str(stage) for stage in Stage] == [
-        "connect", "account", "streams", "consumers", "dlq", "lag", "servers", "metadata", "advisories",
+        "connect", "account", "streams", "consumers", "dlq", "lag", "servers", "account_connect", "metadata",
+        "advisories",
         "timeout",
         "collect",
     ]  # fmt: skip

@@ -12,6 +12,7 @@ from typing import Any
 from exporter.argtypes import positive_int
 from exporter.config import secrets_in, settings_from_args
 from exporter.connection import NatsConnectError, close_quietly, connect_nats
+from exporter.demo.chaos import ChaosOptions
 from exporter.demo.chathandler import HandlerOptions
 from exporter.demo.platform import PlatformSpec, load_platform
 from exporter.demo.provisioning import ProvisioningError, ProvisioningReport, apply_platform
@@ -43,8 +44,9 @@ def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "Start a real nats-server (loopback, temporary store) with the AI platform's streams, the "
             "chat-handler consumer and the AI_DLQ dead-letter stream, publish the platform's traffic, run a "
             "chat handler that fails on purpose, and serve the exporter's /metrics. With --nats-url, use "
-            "that server instead (the streams are created there and left in place). Stops on Ctrl-C, "
-            f"SIGTERM or after --duration. Collects every {DEMO_INTERVAL} unless --interval is given."
+            "that server instead (the streams are created there and left in place); with --cluster, a "
+            "3-node cluster (and with --chaos, servers stopped and restarted on a schedule). Stops on "
+            f"Ctrl-C, SIGTERM or after --duration. Collects every {DEMO_INTERVAL} unless --interval is given."
         ),
     )
     demo.add_argument("--duration", type=_seconds, metavar="DURATION", help="stop by itself after this long")
@@ -99,6 +101,32 @@ def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help=f"redelivery delay of a NAKed message (default: {format_duration(handler.nak_delay_seconds)})",
     )
+    chaos = ChaosOptions()
+    demo.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run a 3-node nats-server cluster instead of one server: streams on 3 replicas, a mirror of "
+        "COMPANIONS_CHAT, and a system account for a second exporter",
+    )
+    demo.add_argument(
+        "--chaos",
+        action="store_true",
+        help="with --cluster: stop a server on a schedule (every other time a leader), restart it later",
+    )
+    demo.add_argument(
+        "--chaos-every",
+        type=_seconds,
+        default=chaos.every_seconds,
+        metavar="DURATION",
+        help=f"how often --chaos stops a server (default: {format_duration(chaos.every_seconds)})",
+    )
+    demo.add_argument(
+        "--chaos-down",
+        type=_seconds,
+        default=chaos.down_seconds,
+        metavar="DURATION",
+        help=f"how long a stopped server stays down (default: {format_duration(chaos.down_seconds)})",
+    )
     demo.set_defaults(handler=run_demo_command)
 
 
@@ -145,8 +173,15 @@ def run_demo_command(args: argparse.Namespace) -> int:
         traffic = TrafficOptions(
             users=args.users, chat_rate=args.chat_rate, voice_rate=args.voice_rate, login_rate=args.login_rate
         )
+        chaos = ChaosOptions(args.chaos_every, args.chaos_down) if args.chaos else None
     except ValueError as exc:
         return _fail(f"demo: {exc}", status=2)
+    if args.chaos and not args.cluster:
+        return _fail(
+            "demo: --chaos needs --cluster: it stops and restarts members of the demo's cluster", status=2
+        )
+    if args.cluster and getattr(args, "nats_url", None) is not None:
+        return _fail("demo: --cluster starts a cluster of its own; it does not go with --nats-url", status=2)
     options = DemoOptions(
         settings=settings,
         use_existing_server=getattr(args, "nats_url", None) is not None,
@@ -154,6 +189,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
         platform_file=args.platform_file,
         traffic=traffic,
         handler=handler,
+        cluster=args.cluster,
+        chaos=chaos,
     )
     try:
         return asyncio.run(run_demo(options))

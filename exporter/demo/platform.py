@@ -39,6 +39,7 @@ class StreamSpec:
     storage: str = "file"
     replicas: int = 1
     metadata: tuple[tuple[str, str], ...] = ()  # e.g. team, io.nats.monitor.* thresholds
+    mirror: str | None = None  # the stream this one mirrors (it then takes no subjects of its own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,15 +138,22 @@ def platform_from_document(document: object, *, source: str) -> PlatformSpec:
     platform = PlatformSpec(source=source, streams=streams, consumers=consumers)
     _check_names_unique(platform)
     _check_no_overlaps(platform)
+    _check_mirrors_have_origins(platform)
     _check_consumers_fit_streams(platform)
     return platform
 
 
 def _stream(reader: _Reader, item: Any, key: str) -> StreamSpec:
     fields = reader.mapping(
-        item, key, ("name", "subjects", "retention", "max_age", "storage", "replicas", "metadata")
+        item, key, ("name", "subjects", "retention", "max_age", "storage", "replicas", "metadata", "mirror")
     )
-    subjects = reader.subjects(fields.get("subjects"), f"{key}.subjects", required=True)
+    mirror = reader.name(fields["mirror"], f"{key}.mirror") if "mirror" in fields else None
+    default_subjects: list[str] | None = None if mirror is None else []
+    subjects = reader.subjects(
+        fields.get("subjects", default_subjects), f"{key}.subjects", required=mirror is None
+    )
+    if mirror is not None and subjects:
+        raise reader.error(f"{key}.subjects", "must be empty: a mirror takes the subjects of its origin")
     if len(set(subjects)) != len(subjects):
         raise reader.error(f"{key}.subjects", "lists a subject twice")
     return StreamSpec(
@@ -156,6 +164,7 @@ def _stream(reader: _Reader, item: Any, key: str) -> StreamSpec:
         storage=reader.choice(fields.get("storage", "file"), f"{key}.storage", STORAGES),
         replicas=reader.integer(fields.get("replicas", 1), f"{key}.replicas", minimum=1, maximum=5),
         metadata=reader.metadata(fields.get("metadata", {}), f"{key}.metadata", stream_monitoring),
+        mirror=mirror,
     )
 
 
@@ -231,6 +240,17 @@ def _check_no_overlaps(platform: PlatformSpec) -> None:
         )
 
 
+def _check_mirrors_have_origins(platform: PlatformSpec) -> None:
+    names = [stream.name for stream in platform.streams]
+    for index, stream in enumerate(platform.streams):
+        if stream.mirror is not None and stream.mirror not in names:
+            raise ConfigError(
+                f"stream {stream.mirror!r} is not in this file{did_you_mean(stream.mirror, names)}",
+                source=platform.source,
+                key=f"streams[{index}].mirror",
+            )
+
+
 def _check_consumers_fit_streams(platform: PlatformSpec) -> None:
     names = [stream.name for stream in platform.streams]
     for index, consumer in enumerate(platform.consumers):
@@ -242,11 +262,13 @@ def _check_consumers_fit_streams(platform: PlatformSpec) -> None:
                 key=f"{key}.stream",
             )
         stream = platform.stream(consumer.stream)
+        # A mirror holds its origin's messages under their own subjects.
+        origin = platform.stream(stream.mirror) if stream.mirror is not None else stream
         for subject in consumer.filter_subjects:
-            if not any(subject_within(subject, stream_subject) for stream_subject in stream.subjects):
+            if not any(subject_within(subject, stream_subject) for stream_subject in origin.subjects):
                 raise ConfigError(
                     f"filter subject {subject!r} is not within the subjects of stream {stream.name} "
-                    f"({', '.join(stream.subjects)})",
+                    f"({', '.join(origin.subjects)})",
                     source=platform.source,
                     key=f"{key}.filter_subjects",
                 )

@@ -135,9 +135,10 @@ def _refuse_overlaps(platform: PlatformSpec, existing: dict[str, tuple[str, ...]
 
 def stream_config(stream: StreamSpec) -> dict[str, Any]:
     """The fields of a JetStream StreamConfig that the platform file decides."""
+    origin = {"mirror": {"name": stream.mirror}} if stream.mirror is not None else {}
     return {
         "name": stream.name,
-        "subjects": list(stream.subjects),
+        **({"subjects": list(stream.subjects)} if stream.mirror is None else origin),
         "retention": stream.retention,
         "max_age": round(stream.max_age_seconds * NANOSECONDS),
         "storage": stream.storage,

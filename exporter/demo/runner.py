@@ -19,14 +19,25 @@ from pathlib import Path
 from typing import TextIO
 
 from exporter.connection import close_quietly, connect_nats
+from exporter.demo.chaos import Chaos, ChaosOptions
 from exporter.demo.chathandler import CHAT_CONSUMER, CHAT_STREAM, ChatHandler, HandlerOptions
+from exporter.demo.cluster import (
+    CLUSTER_REPLICAS,
+    CLUSTER_SIZE,
+    MIRROR_STREAM,
+    SYSTEM_ACCOUNT,
+    SYSTEM_EXPORTER_ADDRESS,
+    SYSTEM_USER,
+    DemoCluster,
+    clustered_platform,
+)
 from exporter.demo.messages import DEAD_LETTER_CHAT_SUBJECT
 from exporter.demo.platform import PlatformSpec, load_platform
 from exporter.demo.provisioning import apply_platform
 from exporter.demo.traffic import PlatformTraffic, TrafficOptions
 from exporter.durations import format_duration
 from exporter.jsapi import JetStreamApi
-from exporter.natsserver import NatsServerProcess
+from exporter.natsserver import NatsCluster, NatsServerProcess
 from exporter.settings import NatsSettings, Settings, split_listen_address
 
 DEAD_LETTER_STREAM = "AI_DLQ"
@@ -36,22 +47,41 @@ PLATFORM_ACCOUNT = "AI_PLATFORM"
 PLATFORM_USER = "ai-platform"
 
 
-def platform_account_config() -> str:
+def demo_cluster() -> DemoCluster:
+    """The demo's cluster, with the platform's account and a system account whose password is new."""
+    system_password = secrets.token_urlsafe(18)
+    cluster = NatsCluster(
+        size=CLUSTER_SIZE,
+        name="ai-platform-demo",
+        extra_config=platform_account_config(system_password=system_password),
+    )
+    return DemoCluster(cluster, system_password)
+
+
+def platform_account_config(*, system_password: str | None = None) -> str:
     """nats-server configuration for the platform's account, with JetStream limits of its own.
 
     The limits give the account-limit gauges and the dashboards' "used of limit" panels something to show.
     Clients without credentials land in the account (``no_auth_user``); the password is new on every call
-    and never shown, since nobody needs to type it.
+    and never shown, since nobody needs to type it. With ``system_password``, the configuration also names
+    a system account with the user ``SYSTEM_USER``, for an exporter that reads the whole cluster.
     """
     password = secrets.token_urlsafe(18)
+    system = (
+        ""
+        if system_password is None
+        else f'  {SYSTEM_ACCOUNT}: {{users: [{{user: "{SYSTEM_USER}", password: "{system_password}"}}]}}\n'
+    )
     return (
         "accounts {\n"
         f"  {PLATFORM_ACCOUNT}: {{\n"
         "    jetstream: {max_memory: 64MB, max_file: 512MB}\n"
         f'    users: [{{user: "{PLATFORM_USER}", password: "{password}"}}]\n'
         "  }\n"
+        f"{system}"
         "}\n"
         f'no_auth_user: "{PLATFORM_USER}"\n'
+        + ("" if system_password is None else f'system_account: "{SYSTEM_ACCOUNT}"\n')
     )
 
 
@@ -64,6 +94,8 @@ class DemoOptions:
     platform_file: Path | None = None  # None: the built-in platform.yaml
     traffic: TrafficOptions = field(default_factory=TrafficOptions)
     handler: HandlerOptions = field(default_factory=HandlerOptions)
+    cluster: bool = False  # a three-node cluster of the demo's own, streams on three replicas, a mirror
+    chaos: ChaosOptions | None = None  # with ``cluster``: stop and restart a member on this schedule
 
 
 async def run_demo(
@@ -76,25 +108,19 @@ async def run_demo(
     """
     stop = stop or asyncio.Event()
     platform = load_platform(options.platform_file)
+    if options.cluster:
+        platform = clustered_platform(platform)
     started = time.monotonic()
     with _signals_set(stop):
         async with contextlib.AsyncExitStack() as stack:
-            server: NatsServerProcess | None = None
-            nats_settings = options.settings.nats
-            if not options.use_existing_server:
-                server = NatsServerProcess(
-                    server_name="ai-platform-demo", extra_config=platform_account_config()
-                )
-                # Registered before start(): a start that fails half-way still leaves nothing behind.
-                stack.push_async_callback(asyncio.to_thread, server.cleanup)
-                _say(out, "Starting nats-server with JetStream on loopback ...")
-                await asyncio.to_thread(server.start)
-                nats_settings = NatsSettings(servers=(server.url,))
+            nats_settings, server, cluster = await _start_nats(options, stack, out)
             settings = replace(options.settings, nats=nats_settings)
-            if server is not None:
-                # The demo's own server shows the end-to-end probe too; its stream goes with the server. On
-                # an existing server the probe runs only if configured, since its stream would stay there.
-                settings = replace(settings, probe=replace(settings.probe, enabled=True))
+            if server is not None or cluster is not None:
+                # The demo's own servers show the end-to-end probe too; its stream goes with them. On an
+                # existing server the probe runs only if configured, since its stream would stay there.
+                # On the cluster its stream is replicated like the platform's, so chaos does not take it away.
+                replicas = CLUSTER_REPLICAS if cluster is not None else settings.probe.replicas
+                settings = replace(settings, probe=replace(settings.probe, enabled=True, replicas=replicas))
             nc = await connect_nats(settings.nats, name="nats-jetstream-exporter-demo")
             stack.push_async_callback(close_quietly, nc, STOP_DEADLINE_SECONDS)
             api = JetStreamApi(nc, domain=settings.nats.domain, timeout_seconds=API_TIMEOUT_SECONDS)
@@ -113,24 +139,49 @@ async def run_demo(
                 asyncio.create_task(traffic.run(), name="demo-traffic"),
                 asyncio.create_task(handler.run(), name="demo-chat-handler"),
             ]
+            if cluster is not None and options.chaos is not None:
+                chaos = Chaos(cluster.cluster, api, options.chaos, lambda line: _say(out, line))
+                workers.append(asyncio.create_task(chaos.run(), name="demo-chaos"))
             stack.push_async_callback(_cancel, workers)
-            _say(out, _guide(options, platform, settings, app.port, server))
+            where = _where(settings.nats.servers[0], server, cluster)
+            extra = "" if cluster is None else _cluster_guide(options, cluster)
+            _say(out, _guide(options, platform, settings, app.port, where=where, cluster_text=extra))
 
             failure = await _wait_for_end(stop, workers, options.duration_seconds)
             if failure is not None:
                 _say(out, f"Stopping: {failure}")
-            _say(
-                out, "Stopping the traffic and the exporter" + (" and nats-server ..." if server else " ...")
-            )
+            own_servers = " and nats-server ..." if server else " and the cluster ..." if cluster else " ..."
+            _say(out, "Stopping the traffic and the exporter" + own_servers)
         elapsed = format_duration(round(time.monotonic() - started))
         stats = handler.stats
         _say(
             out,
             f"Stopped after {elapsed}. Published {sum(traffic.published.values())} messages; "
             f"chat-handler acked {stats.acked}, NAKed {stats.naked}, dead-lettered {stats.dead_lettered}."
-            + ("" if server is None else " nats-server is stopped and its temporary store removed."),
+            + ("" if server is None else " nats-server is stopped and its temporary store removed.")
+            + ("" if cluster is None else " The cluster is stopped and its temporary stores removed."),
         )
     return 1 if failure is not None else 0
+
+
+async def _start_nats(
+    options: DemoOptions, stack: contextlib.AsyncExitStack, out: TextIO
+) -> tuple[NatsSettings, NatsServerProcess | None, DemoCluster | None]:
+    """The demo's own server or cluster, started, its stop registered on ``stack``; or the user's NATS."""
+    if options.cluster:
+        cluster = demo_cluster()
+        # Registered before start(): a start that fails half-way still leaves nothing behind.
+        stack.push_async_callback(asyncio.to_thread, cluster.cluster.cleanup)
+        _say(out, f"Starting a {CLUSTER_SIZE}-node nats-server cluster with JetStream on loopback ...")
+        await asyncio.to_thread(cluster.start)
+        return NatsSettings(servers=tuple(cluster.cluster.urls)), None, cluster
+    if options.use_existing_server:
+        return options.settings.nats, None, None
+    server = NatsServerProcess(server_name="ai-platform-demo", extra_config=platform_account_config())
+    stack.push_async_callback(asyncio.to_thread, server.cleanup)
+    _say(out, "Starting nats-server with JetStream on loopback ...")
+    await asyncio.to_thread(server.start)
+    return NatsSettings(servers=(server.url,)), server, None
 
 
 async def _wait_for_end(
@@ -213,9 +264,20 @@ What to look at in /metrics:
     nats_consumer_max_deliveries_exceeded_total.
   * dead letters land in {dlq}: nats_dlq_messages{{stream="{dlq}",subject="{dlq_subject}"}};
     read them with: python -m exporter dlq list --nats-url {nats_url}
-{probe}
+{probe}{cluster}
 {stop}"""
 
+_CLUSTER_GUIDE = """  * the cluster (the Cluster dashboard): every stream has {replicas} replicas, {mirror}
+    mirrors {chat_stream}: nats_stream_replicas_current, nats_stream_replica_current{{server}},
+    nats_stream_replica_lag_operations{{server}}, nats_stream_info{{leader}},
+    nats_stream_leader_elections_total, nats_stream_source_lag_messages{{stream="{mirror}"}}.
+{chaos}  * the whole cluster (the Servers and Accounts dashboards) through the system account {system}: run a
+    second exporter as its user {user} on {system_address}:
+      python -m exporter --config {system_config}
+"""
+_CHAOS_GUIDE = """  * chaos: every {every} a server is stopped (every other time the leader of {chat_stream})
+    and restarted {down} later; each step is logged below as it happens.
+"""
 
 _PROBE_GUIDE = """\
   * the end-to-end probe publishes to its stream {stream} and reads the message back every interval:
@@ -224,21 +286,55 @@ _PROBE_GUIDE = """\
 """
 
 
-def _guide(
+def _where(nats_url: str, server: NatsServerProcess | None, cluster: DemoCluster | None) -> str:
+    if cluster is not None:
+        pids = ", ".join(str(member.pid) for member in cluster.cluster.members)
+        return (
+            f"NATS:     {', '.join(cluster.cluster.urls)}\n"
+            f"            (the demo's {CLUSTER_SIZE}-node cluster, pids {pids}, account {PLATFORM_ACCOUNT},\n"
+            f"            temporary stores in {cluster.directory})"
+        )
+    if server is not None and server.store_dir is not None:
+        return (
+            f"NATS:     {nats_url} (the demo's nats-server, pid {server.pid}, account {PLATFORM_ACCOUNT},\n"
+            f"            temporary store {server.store_dir.parent})"
+        )
+    return f"NATS:     {nats_url} (an existing server: the platform's streams stay there after the demo)"
+
+
+def _cluster_guide(options: DemoOptions, cluster: DemoCluster) -> str:
+    chaos = options.chaos
+    chaos_text = (
+        ""
+        if chaos is None
+        else _CHAOS_GUIDE.format(
+            every=format_duration(chaos.every_seconds),
+            down=format_duration(chaos.down_seconds),
+            chat_stream=CHAT_STREAM,
+        )
+    )
+    return _CLUSTER_GUIDE.format(
+        replicas=CLUSTER_REPLICAS,
+        mirror=MIRROR_STREAM,
+        chat_stream=CHAT_STREAM,
+        chaos=chaos_text,
+        system=SYSTEM_ACCOUNT,
+        user=SYSTEM_USER,
+        system_address=SYSTEM_EXPORTER_ADDRESS,
+        system_config=cluster.system_config,
+    )
+
+
+def _guide(  # noqa: PLR0913 (what the guide tells comes from each of these)
     options: DemoOptions,
     platform: PlatformSpec,
     settings: Settings,
     port: int,
-    server: NatsServerProcess | None,
+    *,
+    where: str,
+    cluster_text: str = "",
 ) -> str:
     nats_url = settings.nats.servers[0]
-    if server is not None and server.store_dir is not None:
-        where = (
-            f"NATS:     {nats_url} (the demo's nats-server, pid {server.pid}, account {PLATFORM_ACCOUNT},\n"
-            f"            temporary store {server.store_dir.parent})"
-        )
-    else:
-        where = f"NATS:     {nats_url} (an existing server: the platform's streams stay there after the demo)"
     consumer = next(
         (c for c in platform.consumers if (c.stream, c.name) == (CHAT_STREAM, CHAT_CONSUMER)),
         None,
@@ -267,5 +363,6 @@ def _guide(
         dlq_subject=DEAD_LETTER_CHAT_SUBJECT,
         nats_url=nats_url,
         probe=_PROBE_GUIDE.format(stream=settings.probe.stream) if settings.probe.enabled else "",
+        cluster=cluster_text,
         stop=stop,
     )

@@ -5,6 +5,7 @@
 - ``exposition``: a snapshot rendered as the daemon renders it, read back as comparable series.
 - ``jetstream``: raw JetStream API requests that must succeed, and a stream's state.
 - ``spec_platform``: the AI platform's streams, consumer and MessagePack messages, provisioned on a server.
+- ``system_cluster``: a three-node cluster with a system account and JetStream accounts.
 - ``cluster``: three-node clusters, stream leadership and placement, an exporter watched while nodes fail.
 - ``apitap``: the JetStream API requests of one collection cycle, counted on a real server.
 - ``jetstream_stand_in``: recorded JetStream API replies served on a nats-server without JetStream.

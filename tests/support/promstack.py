@@ -23,8 +23,10 @@ import yaml
 from aiohttp import web
 
 from exporter.natsserver import free_port, stop_process
+from support.dashboard_queries import PanelQuery, label_values_query, load_dashboard, runnable, variables
 from support.waiting import wait_for
 
+ALERTS_DIR = Path(__file__).resolve().parents[2] / "alerts"  # tests/support/ -> the repository
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 10.0
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5)
@@ -96,14 +98,14 @@ class ChildProcess:
 
 
 def prometheus_config(
-    *, scrape_target: str, rule_files: Sequence[Path], alertmanager: str, interval: str = "1s"
+    *, scrape_targets: Sequence[str], rule_files: Sequence[Path], alertmanager: str, interval: str = "1s"
 ) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "rule_files": [str(path) for path in rule_files],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
         "scrape_configs": [
-            {"job_name": "nats-jetstream-exporter", "static_configs": [{"targets": [scrape_target]}]},
+            {"job_name": "nats-jetstream-exporter", "static_configs": [{"targets": list(scrape_targets)}]},
         ],
     }
 
@@ -122,13 +124,14 @@ def alertmanager_config(*, webhook_url: str) -> dict[str, Any]:
 
 
 def prometheus_process(
-    workdir: Path, *, scrape_target: str, rule_files: Sequence[Path], alertmanager: str
+    workdir: Path, *, scrape_targets: Sequence[str], rule_files: Sequence[Path], alertmanager: str
 ) -> ChildProcess:
+    """Prometheus scraping every target (each is its own ``instance``) every second, with ``rule_files``."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
     config.write_text(
         yaml.safe_dump(
-            prometheus_config(scrape_target=scrape_target, rule_files=rule_files, alertmanager=alertmanager)
+            prometheus_config(scrape_targets=scrape_targets, rule_files=rule_files, alertmanager=alertmanager)
         ),
         encoding="utf-8",
     )
@@ -157,6 +160,48 @@ def alertmanager_process(workdir: Path, *, webhook_url: str) -> ChildProcess:
     return ChildProcess(
         "alertmanager", argv, f"http://127.0.0.1:{port}/-/ready", workdir / "alertmanager.log"
     )
+
+
+def shipped_rule_files() -> list[Path]:
+    """The Prometheus rule files in alerts/ (promtool's unit-test files have no `groups`)."""
+    files = []
+    for path in sorted(ALERTS_DIR.rglob("*.y*ml")):
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(content, dict) and "groups" in content:
+            files.append(path)
+    return files
+
+
+def find_rule(rule_files: Sequence[Path], alert: str) -> dict[str, Any]:
+    for path in rule_files:
+        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") == alert:
+                    found: dict[str, Any] = rule
+                    return found
+    pytest.fail(f"alert {alert} is not in {[str(p) for p in rule_files]}")
+
+
+def rules_for_the_test(rule_files: Sequence[Path], workdir: Path, alert: str) -> list[Path]:
+    """The shipped files, except that ``alert`` loses its `for:` duration, which no test can wait out.
+
+    Its expression, labels and annotations stay as shipped: the test shows that they fire and reach
+    Alertmanager; promtool's unit tests (alerts/tests/) cover the `for:` durations.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = []
+    for path in rule_files:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        rules = [rule for group in content["groups"] for rule in group["rules"] if rule.get("alert") == alert]
+        if not any("for" in rule for rule in rules):
+            result.append(path)
+            continue
+        for rule in rules:
+            rule["for"] = "1s"
+        copy = workdir / path.name
+        copy.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
+        result.append(copy)
+    return result
 
 
 def base_url(process: ChildProcess) -> str:
@@ -195,6 +240,45 @@ class PrometheusApi:
         params = {"match[]": match} if match else None
         values: list[str] = await self._get(f"/api/v1/label/{label}/values", params)
         return values
+
+    async def queries_without_data(
+        self, queries: Sequence[PanelQuery], *, instance: str | None = None
+    ) -> list[str]:
+        """The panel queries (made runnable) whose result is empty, or has no series of ``instance``."""
+        results = await asyncio.gather(*(self.query(runnable(query.expr)) for query in queries))
+        return [
+            f"{query.where}: {runnable(query.expr)}"
+            for query, result in zip(queries, results, strict=True)
+            if not any(instance is None or s["metric"].get("instance") == instance for s in result)
+        ]
+
+    async def variable_values(
+        self,
+        dashboards: Sequence[Path],
+        *,
+        timeout: float,  # noqa: ASYNC109 (a polling deadline per variable)
+    ) -> dict[tuple[str, str], list[str]]:
+        """(file, variable) -> the values each query variable offers, as Grafana asks; waits for each to
+        offer one and fails the test naming the variable that offers none."""
+        offered: dict[tuple[str, str], list[str]] = {}
+        for path in dashboards:
+            for variable in variables(load_dashboard(path)):
+                if variable["type"] != "query":
+                    continue
+                selector, label = label_values_query(variable["query"])
+                match = runnable(selector) if selector else None
+                values = offered.setdefault((path.name, variable["name"]), [])
+
+                async def some(
+                    label: str = label, match: str | None = match, values: list[str] = values
+                ) -> bool:
+                    values[:] = await self.label_values(label, match)
+                    return bool(values)
+
+                await wait_for(
+                    some, timeout=timeout, interval=1.0, message=f"{path.name} ${variable['name']}"
+                )
+        return offered
 
     async def alerts(self) -> list[dict[str, Any]]:
         data = await self._get("/api/v1/alerts")
