@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats.errors
 from nats.aio.client import Client
 
 CONSUMERS_PER_STREAM = 10
@@ -95,9 +96,7 @@ async def build_streams(
                     "num_replicas": replicas,
                 },
             )
-            # Acknowledged before the consumers exist: on a cluster an unacknowledged message could land
-            # after them and leave them one message behind (lag look-ups, which this fixture avoids).
-            await nc.request(f"bench.{index}.event", b"x" * 64, timeout=REQUEST_TIMEOUT_SECONDS)
+            await publish_acknowledged(nc, f"bench.{index}.event", b"x" * 64)
             for consumer in range(consumers):
                 durable = f"c{consumer}"
                 await request_json(
@@ -117,6 +116,25 @@ async def build_streams(
 
     await asyncio.gather(*(one(index) for index in range(first, first + count)))
     await nc.flush()
+
+
+async def publish_acknowledged(nc: Client, subject: str, payload: bytes) -> None:
+    """Publish and wait for the stream's acknowledgement.
+
+    Acknowledged before the consumers exist: on a cluster an unacknowledged message could land after them
+    and leave them one message behind (lag look-ups, which the fixture avoids). Right after a clustered
+    create, the stream's subject interest may not have reached the connected server: retried until then.
+    """
+    deadline = time.monotonic() + REQUEST_TIMEOUT_SECONDS
+    while True:
+        try:
+            await nc.request(subject, payload, timeout=REQUEST_TIMEOUT_SECONDS)
+        except nats.errors.NoRespondersError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+        else:
+            return
 
 
 async def timed(function: Callable[[], Awaitable[object]], repeats: int) -> list[float]:
