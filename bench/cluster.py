@@ -109,8 +109,11 @@ class ExporterCycle:
 # --- raw cluster-wide requests ------------------------------------------------------------------------
 
 
-async def raw_jsz(nc: Client, servers: int, *, leader_only: bool) -> int:
-    """One JSZ page (every account fits in one) from every server, as the cluster source asks it."""
+async def raw_jsz(nc: Client, servers: int, *, leader_only: bool, gzip: bool = True) -> int:
+    """One JSZ page (every account fits in one) from every server, as the cluster source asks it.
+
+    ``gzip``: whether the replies are asked compressed, as the cluster source asks them.
+    """
     request = {
         "accounts": True,
         "streams": True,
@@ -122,9 +125,8 @@ async def raw_jsz(nc: Client, servers: int, *, leader_only: bool) -> int:
     }
     inbox = nc.new_inbox()
     subscription = await nc.subscribe(inbox, max_msgs=servers)
-    await nc.publish(
-        JSZ_SUBJECT, json.dumps(request).encode(), reply=inbox, headers={"Accept-Encoding": "gzip"}
-    )
+    headers = {"Accept-Encoding": "gzip"} if gzip else None
+    await nc.publish(JSZ_SUBJECT, json.dumps(request).encode(), reply=inbox, headers=headers)
     size = 0
     for _ in range(servers):
         size += len((await subscription.next_msg(timeout=30)).data)
@@ -327,11 +329,17 @@ async def cpu_comparison(
             "cluster scope cycle": cluster_cycle.run,
             "JSZ stream_leader_only=false (raw)": lambda: raw_jsz(system_nc, servers, leader_only=False),
             "JSZ stream_leader_only=true (raw)": lambda: raw_jsz(system_nc, servers, leader_only=True),
+            "JSZ stream_leader_only=false, no gzip (raw)": lambda: raw_jsz(
+                system_nc, servers, leader_only=False, gzip=False
+            ),
             "/jsz HTTP per server": lambda: http_jsz(session, ports),
         }
         sizes = {
             "JSZ stream_leader_only=false (raw)": await raw_jsz(system_nc, servers, leader_only=False),
             "JSZ stream_leader_only=true (raw)": await raw_jsz(system_nc, servers, leader_only=True),
+            "JSZ stream_leader_only=false, no gzip (raw)": await raw_jsz(
+                system_nc, servers, leader_only=False, gzip=False
+            ),
             "/jsz HTTP per server": await http_jsz(session, ports),
         }
         cpu: dict[str, list[float]] = {name: [] for name in operations}
@@ -350,7 +358,7 @@ async def cpu_comparison(
         above_idle = (median - idle) / per_window if name != "idle (nothing asked)" else 0.0
         size = f", {sizes[name] / 1e6:.1f} MB replied" if name in sizes else ""
         results.add(
-            f"    {name:<36} {median:6.2f} CPU s per window, {median / per_window:5.3f} per interval, "
+            f"    {name:<44} {median:6.2f} CPU s per window, {median / per_window:5.3f} per interval, "
             f"{above_idle:5.3f} above idle{size}"
         )
     cluster_cost = statistics.median(cpu["cluster scope cycle"]) - idle
