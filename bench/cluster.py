@@ -29,9 +29,19 @@ from pathlib import Path
 
 import aiohttp
 import nats
+import nats.errors
 from nats.aio.client import Client
 
-from bench.common import CONCURRENCY, Results, build_streams, paged, request_json, timed, verdict
+from bench.common import (
+    CONCURRENCY,
+    REQUEST_TIMEOUT_SECONDS,
+    Results,
+    build_streams,
+    paged,
+    request_json,
+    timed,
+    verdict,
+)
 from exporter.app import build_exposition
 from exporter.cluster_source import ACCOUNTS_PER_PAGE, JSZ_SUBJECT
 from exporter.metrics import Renderer
@@ -204,20 +214,31 @@ async def cpu_window(
 
 
 async def build_within(nc: Client, streams: int, budget_seconds: float, results: Results) -> int:
-    """R3 streams in batches until ``streams`` exist or the budget is spent; returns how many exist."""
+    """R3 streams in batches until ``streams`` exist, the budget is spent or a create is not answered
+    within the request timeout (the cluster's limit on this machine); returns how many streams exist."""
     started = time.perf_counter()
     built = 0
-    while built < streams and time.perf_counter() - started < budget_seconds:
+    stopped = ""
+    while built < streams:
+        if time.perf_counter() - started > budget_seconds:
+            stopped = f" (budget of {budget_seconds:.0f} s spent)"
+            break
         batch = min(BUILD_BATCH, streams - built)
-        await build_streams(nc, built, batch, replicas=3, parallel=16)
+        try:
+            await build_streams(nc, built, batch, replicas=3, parallel=16)
+        except nats.errors.TimeoutError:
+            stopped = f" (a create was not answered within {REQUEST_TIMEOUT_SECONDS} s: building stopped)"
+            break
         built += batch
     elapsed = time.perf_counter() - started
-    bounded = "" if built == streams else f" (budget of {budget_seconds:.0f} s spent: {streams} not reached)"
+    await asyncio.sleep(REQUEST_TIMEOUT_SECONDS if stopped else 0)  # creates still in flight settle
+    names = await paged(nc, asyncio.Semaphore(1), "$JS.API.STREAM.NAMES", "streams")
+    consumers = (await request_json(nc, "$JS.API.INFO"))["consumers"]
     results.add(
-        f"built {built} R3 memory streams x 10 consumers in {elapsed:.1f} s, "
-        f"{elapsed / built * 1000:.0f} ms per stream{bounded}"
+        f"built {len(names)} R3 memory streams, {consumers} consumers in {elapsed:.1f} s, "
+        f"{elapsed / max(1, built) * 1000:.0f} ms per stream{stopped}"
     )
-    return built
+    return len(names)
 
 
 async def run(args: argparse.Namespace, results: Results) -> None:
@@ -373,7 +394,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=1000, help="N R3 streams (each with 10 consumers)")
     parser.add_argument(
-        "--build-budget", type=float, default=480, help="seconds the streams may take to build"
+        "--build-budget", type=float, default=420, help="seconds the streams may take to build"
     )
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of the cycle comparison")
     parser.add_argument("--cpu-seconds", type=float, default=30, help="length of each CPU window")
