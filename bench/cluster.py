@@ -287,10 +287,14 @@ async def measure(
     floors: list[float] = []
     accounts: list[float] = []
     clusters: list[float] = []
+    all_replicas: list[float] = []
+    leaders_only: list[float] = []
     for _ in range(args.repeats):
         floors += await timed(lambda: account_scope_floor(account_nc), 1)
         accounts += await timed(account_cycle.run, 1)
         clusters += await timed(cluster_cycle.run, 1)
+        all_replicas += await timed(lambda: raw_jsz(system_nc, servers, leader_only=False), 1)
+        leaders_only += await timed(lambda: raw_jsz(system_nc, servers, leader_only=True), 1)
     floor, account, clustered = (statistics.median(values) for values in (floors, accounts, clusters))
     results.add(f"(1) floor: raw account-scope requests         {floor:8.3f} s (median of {args.repeats})")
     results.add(f"    account scope full cycle                  {account:8.3f} s")
@@ -301,6 +305,11 @@ async def measure(
     results.add(
         f"    ratio cluster / account = {clustered / account:.2f}   target <= 1.0   "
         f"{verdict(clustered <= account)}"
+    )
+    results.add(
+        f"    its floor, the raw JSZ request (stream_leader_only=false) "
+        f"{statistics.median(all_replicas):.3f} s; with stream_leader_only=true "
+        f"{statistics.median(leaders_only):.3f} s"
     )
 
     account_counts = [await counted(account_nc, cluster, account_cycle.run) for _ in range(3)]

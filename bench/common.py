@@ -104,12 +104,15 @@ async def build_streams(
                     f"$JS.API.CONSUMER.CREATE.{name}.{durable}",
                     {
                         "stream_name": name,
-                        # deliver new, as the platform's chat-handler: nothing pending, so no lag look-ups
-                        # (their cost grows with lagging consumers, not with all consumers; see RESULTS.md).
+                        # Nothing pending, so no lag look-ups (their cost grows with lagging consumers, not
+                        # with all consumers; see RESULTS.md). Past the one message by sequence rather than
+                        # "deliver new": on a cluster the consumer leader's replica of the stream may not yet
+                        # hold the message, and a "new" consumer would then start before it.
                         "config": {
                             "durable_name": durable,
                             "ack_policy": "explicit",
-                            "deliver_policy": "new",
+                            "deliver_policy": "by_start_sequence",
+                            "opt_start_seq": 2,
                         },
                     },
                 )
