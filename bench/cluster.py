@@ -108,9 +108,14 @@ class ExporterCycle:
         )
         return cls(ScopedSource(nc, settings), Renderer())
 
-    async def run(self) -> int:
+    async def fetch(self) -> Snapshot:
+        """The cycle's fetch and snapshot alone, without rendering."""
         snapshot = await self.source.fetch_snapshot(self.previous, StageTimings(time.monotonic))
         self.previous = snapshot
+        return snapshot
+
+    async def run(self) -> int:
+        snapshot = await self.fetch()
         health = ExporterHealth(up=True, collection_duration_seconds=1.0, last_success_timestamp=time.time())
         exposition = await build_exposition(self.renderer, snapshot, health)
         return exposition.text.length
@@ -289,9 +294,12 @@ async def measure(
     clusters: list[float] = []
     all_replicas: list[float] = []
     leaders_only: list[float] = []
+    fetches: dict[str, list[float]] = {ACCOUNT: [], CLUSTER: []}
     for _ in range(args.repeats):
         floors += await timed(lambda: account_scope_floor(account_nc), 1)
         accounts += await timed(account_cycle.run, 1)
+        fetches[ACCOUNT] += await timed(account_cycle.fetch, 1)
+        fetches[CLUSTER] += await timed(cluster_cycle.fetch, 1)
         clusters += await timed(cluster_cycle.run, 1)
         all_replicas += await timed(lambda: raw_jsz(system_nc, servers, leader_only=False), 1)
         leaders_only += await timed(lambda: raw_jsz(system_nc, servers, leader_only=True), 1)
@@ -310,6 +318,10 @@ async def measure(
         f"    its floor, the raw JSZ request (stream_leader_only=false) "
         f"{statistics.median(all_replicas):.3f} s; with stream_leader_only=true "
         f"{statistics.median(leaders_only):.3f} s"
+    )
+    results.add(
+        f"    fetch and snapshot alone (no render, no compression): account scope "
+        f"{statistics.median(fetches[ACCOUNT]):.3f} s, cluster scope {statistics.median(fetches[CLUSTER]):.3f} s"
     )
 
     account_counts = [await counted(account_nc, cluster, account_cycle.run) for _ in range(3)]
