@@ -321,7 +321,8 @@ async def measure(
     )
     results.add(
         f"    fetch and snapshot alone (no render, no compression): account scope "
-        f"{statistics.median(fetches[ACCOUNT]):.3f} s, cluster scope {statistics.median(fetches[CLUSTER]):.3f} s"
+        f"{statistics.median(fetches[ACCOUNT]):.3f} s, "
+        f"cluster scope {statistics.median(fetches[CLUSTER]):.3f} s"
     )
 
     account_counts = [await counted(account_nc, cluster, account_cycle.run) for _ in range(3)]
