@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import platform
 import time
 from collections.abc import Awaitable, Callable
@@ -31,8 +32,6 @@ class Results:
 
     def header(self, name: str, command: str) -> None:
         """The machine and the exact command, first lines of every recorded run."""
-        import os  # noqa: PLC0415 (only the header needs it)
-
         self.add(
             f"# {name} {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()}: {os.cpu_count()} cores, "
             f"Python {platform.python_version()}, {platform.machine()}"
