@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit system-deps bench bench-load docs clean
+.PHONY: demo test lint typecheck unit system-deps bench bench-load bench-cluster docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ system-deps:
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check exporter
+	$(BIN)/ruff format --check .
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
@@ -38,6 +38,9 @@ bench: $(BIN)/.installed
 
 bench-load: $(BIN)/.installed
 	$(BIN)/python -m bench.load --output bench/latest-load.txt
+
+bench-cluster: $(BIN)/.installed
+	$(BIN)/python -m bench.cluster --output bench/latest-cluster.txt
 
 # Regenerate what is generated: the metric reference, the dashboards, the PrometheusRule.
 docs: $(BIN)/.installed

@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +30,16 @@ import aiohttp
 import nats
 from nats.aio.client import Client
 
+from bench.common import (
+    CONCURRENCY,
+    CONSUMERS_PER_STREAM,
+    Results,
+    build_streams,
+    paged,
+    request_json,
+    timed,
+    verdict,
+)
 from exporter.app import build_exposition
 from exporter.metrics import Renderer
 from exporter.natsserver import NatsServerProcess, free_port, stop_process
@@ -40,90 +47,21 @@ from exporter.settings import CollectionSettings, Settings
 from exporter.snapshot import ExporterHealth
 from exporter.source import JetStreamSource
 
-CONSUMERS_PER_STREAM = 10
-CONCURRENCY = 16
 PAGE = 256
 SCRAPERS = 8
 BARE_SERVER = Path(__file__).with_name("bare_server.py")
-
-
-@dataclass
-class Results:
-    lines: list[str]
-
-    def add(self, text: str) -> None:
-        print(text, flush=True)
-        self.lines.append(text)
-
-
-# Deliberately not the exporter's JetStreamApi: the floor is what any client must do, nothing more.
-async def request_json(
-    nc: Client, subject: str, payload: dict[str, object] | None = None
-) -> dict[str, object]:
-    reply = await nc.request(subject, json.dumps(payload or {}).encode(), timeout=30)
-    data: dict[str, object] = json.loads(reply.data)
-    if "error" in data:
-        raise RuntimeError(f"{subject}: {data['error']}")
-    return data
-
-
-async def build_streams(nc: Client, first: int, count: int, consumers: int = CONSUMERS_PER_STREAM) -> None:
-    """Streams BENCH_<i> (memory, one message each), each with ``consumers`` durable pull consumers."""
-    semaphore = asyncio.Semaphore(64)
-
-    async def one(index: int) -> None:
-        name = f"BENCH_{index:05d}"
-        async with semaphore:
-            await request_json(
-                nc,
-                f"$JS.API.STREAM.CREATE.{name}",
-                {"name": name, "subjects": [f"bench.{index}.>"], "storage": "memory", "num_replicas": 1},
-            )
-            await nc.publish(f"bench.{index}.event", b"x" * 64)
-            for consumer in range(consumers):
-                durable = f"c{consumer}"
-                await request_json(
-                    nc,
-                    f"$JS.API.CONSUMER.CREATE.{name}.{durable}",
-                    {
-                        "stream_name": name,
-                        # deliver new, as the platform's chat-handler: nothing pending, so no lag look-ups
-                        # (their cost grows with lagging consumers, not with all consumers; see RESULTS.md).
-                        "config": {
-                            "durable_name": durable,
-                            "ack_policy": "explicit",
-                            "deliver_policy": "new",
-                        },
-                    },
-                )
-
-    await asyncio.gather(*(one(index) for index in range(first, first + count)))
-    await nc.flush()
 
 
 async def floor_fetch(nc: Client) -> int:
     """The least any exporter must do: page through streams, then each stream's consumers, decode JSON."""
     semaphore = asyncio.Semaphore(CONCURRENCY)
 
-    async def paged(subject: str, key: str) -> list[object]:
-        items: list[object] = []
-        offset = 0
-        while True:
-            async with semaphore:
-                page = await request_json(nc, subject, {"offset": offset})
-            batch = page.get(key) or []
-            assert isinstance(batch, list)
-            items.extend(batch)
-            offset += len(batch)
-            total = page.get("total", 0)
-            assert isinstance(total, int)
-            if not batch or offset >= total:
-                return items
-
     await request_json(nc, "$JS.API.INFO")
-    streams = await paged("$JS.API.STREAM.LIST", "streams")
+    streams = await paged(nc, semaphore, "$JS.API.STREAM.LIST", "streams")
     names = [stream["config"]["name"] for stream in streams]  # type: ignore[index]
-    consumers = await asyncio.gather(*(paged(f"$JS.API.CONSUMER.LIST.{name}", "consumers") for name in names))
+    consumers = await asyncio.gather(
+        *(paged(nc, semaphore, f"$JS.API.CONSUMER.LIST.{name}", "consumers") for name in names)
+    )
     return sum(len(batch) for batch in consumers)
 
 
@@ -134,15 +72,6 @@ async def full_cycle(nc: Client, settings: Settings, renderer: Renderer) -> int:
     health = ExporterHealth(up=True, collection_duration_seconds=1.0, last_success_timestamp=time.time())
     exposition = await build_exposition(renderer, snapshot, health)
     return exposition.text.length
-
-
-async def timed(function: Callable[[], Awaitable[object]], repeats: int) -> list[float]:
-    durations = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        await function()
-        durations.append(time.perf_counter() - started)
-    return durations
 
 
 @dataclass(frozen=True)
@@ -185,10 +114,6 @@ async def scrape_latencies(url: str, total: int) -> list[float]:
 
         await asyncio.gather(*(scraper() for _ in range(SCRAPERS)))
     return latencies
-
-
-def verdict(met: bool) -> str:  # noqa: FBT001 (a predicate's result)
-    return "met" if met else "MISSED"
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -477,17 +402,13 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     results = Results([])
-    results.add(
-        f"# bench {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {platform.node()}: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {platform.machine()}"
-    )
-    results.add(
-        f"# command: python -m bench --streams {','.join(map(str, args.streams))} --repeats {args.repeats} "
-        f"--scrapes {args.scrapes}"
+    results.header(
+        "bench",
+        f"python -m bench --streams {','.join(map(str, args.streams))} --repeats {args.repeats} "
+        f"--scrapes {args.scrapes}",
     )
     asyncio.run(run(args.streams, args.repeats, args.scrapes, results))
-    if args.output:
-        args.output.write_text("\n".join(results.lines) + "\n", encoding="utf-8")
+    results.write(args.output)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Series selectors that honour the dashboards' template variables.
 
-Every selector is built here from the labels its family carries (see ../shared/design/METRICS.md), so a
+Every selector is built here from the labels its family carries (see docs/metrics.md), so a
 panel cannot forget a variable: a stream family always gets ``account`` and ``stream`` matchers, a consumer
 family also ``consumer``. Values are matched with ``=~`` because the variables are multi-value with
 "All" = ``.*``.

@@ -31,7 +31,7 @@ from exporter.collectionplan import CollectionPlan
 from exporter.connection import NatsConnectError, close_quietly, connect_nats
 from exporter.intake import EventIntake
 from exporter.jsapi import JetStreamApi
-from exporter.logs import StateLog
+from exporter.logs import PartialStageLog
 from exporter.settings import AccountEntry, Settings
 from exporter.snapshot import ConsumerState, DeadLetterState, Snapshot
 from exporter.stages import Stage, StageTimings
@@ -76,7 +76,7 @@ class _AccountLink:
         self._connect_error: str | None = None
         self.events_subscribed = False  # the intake has been subscribed once: its counters are live
         # Each state change is logged once; the collection loop counts every failing cycle in a metric.
-        self._log = StateLog(logger, initial="ok")
+        self._log = PartialStageLog(logger, f"for account {self.name!r}")
 
     @property
     def name(self) -> str:
@@ -185,25 +185,7 @@ class _AccountLink:
 
     def _log_states(self, errors: Mapping[Stage, str]) -> None:
         for stage in (Stage.ACCOUNT_CONNECT, Stage.ADVISORIES, Stage.DLQ, Stage.LAG):
-            error = errors.get(stage)
-            if error is not None:
-                self._log.enter(
-                    "failing",
-                    logging.WARNING,
-                    "collection stage %r failed, its values are left out or kept: %s",
-                    str(stage),
-                    error,
-                    key=stage,
-                )
-            else:
-                self._log.enter(
-                    "ok",
-                    logging.INFO,
-                    "collection stage %r recovered for account %r",
-                    str(stage),
-                    self.name,
-                    key=stage,
-                )
+            self._log.report(str(stage), errors.get(stage))
 
 
 class AccountExtras:

@@ -189,3 +189,30 @@ def configure_logging(
     handler.addFilter(SecretRedactionFilter(secrets))
     root.addHandler(handler)
     root.setLevel(LEVELS[log.level])
+
+
+class PartialStageLog:
+    """A partial stage's failure and its recovery, each logged once per stage (the metric counts every cycle).
+
+    ``context`` says what the stages concern, e.g. "for account 'A'"; empty for the exporter's own account.
+    """
+
+    def __init__(self, logger: logging.Logger, context: str = "") -> None:
+        self._log = StateLog(logger, initial="ok")
+        self._context = f" {context}" if context else ""
+
+    def report(self, stage: str, error: str | None) -> None:
+        if error is not None:
+            self._log.enter(
+                "failing",
+                logging.WARNING,
+                "collection stage %r failed%s, its values are left out or kept: %s",
+                stage,
+                self._context,
+                error,
+                key=stage,
+            )
+        else:
+            self._log.enter(
+                "ok", logging.INFO, "collection stage %r recovered%s", stage, self._context, key=stage
+            )

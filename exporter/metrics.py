@@ -110,7 +110,7 @@ class Family(Generic[_E]):
     absent_when: str = ""  # for the reference: when value returns None
     info_labels: tuple[str, ...] = ()  # *_info families: labels carrying identity, value always 1
     info_values: Callable[[_E], tuple[str, ...]] | None = None
-    note: str = ""  # for the reference: why a family beyond ../design/METRICS.md exists
+    note: str = ""  # for the reference: why a family beyond the original metric contract exists
     # *_info of streams and consumers: the values of the labels.from_metadata keys, one label each (the
     # snapshot names the keys)
     metadata_values: Callable[[_E], tuple[str, ...]] | None = None

@@ -46,7 +46,7 @@ from exporter.jsapi import (
     JetStreamApiError,
     JetStreamRequestError,
 )
-from exporter.logs import StateLog
+from exporter.logs import PartialStageLog
 from exporter.monitoring import MetadataProblemLog
 from exporter.parse import (
     parse_account_state,
@@ -166,7 +166,7 @@ class JetStreamSource:
         self._cycle_ends = float("inf")  # loop time by which this cycle's requests must be answered
         self._account: str | None = settings.nats.account
         # Logged on change only; the collection loop counts every failing cycle in a metric.
-        self._partial_stage_log = StateLog(logger, initial="ok")
+        self._partial_stage_log = PartialStageLog(logger)
         self._lookups = AccountLookups(
             self._request,
             self._request_message,
@@ -225,7 +225,8 @@ class JetStreamSource:
         consumers.extend(inventory.carried_consumers)
         consumers.sort(key=lambda consumer: (consumer.stream, consumer.name))
         partial.update({Stage.DLQ: dead_letters_error, Stage.LAG: lags.error})
-        self._log_partial_state_changes(partial)
+        for stage, error in partial.items():
+            self._partial_stage_log.report(str(stage), error)
         streams = tuple(inventory.streams[name] for name in sorted(inventory.streams))
         if self._metadata_problems.record(streams, consumers):
             partial[Stage.METADATA] = "unreadable io.nats.monitor metadata"
@@ -494,19 +495,3 @@ class JetStreamSource:
             len(kept_streams),
             len(inventory.carried_consumers),
         )
-
-    def _log_partial_state_changes(self, partial: Mapping[Stage, str | None]) -> None:
-        for stage, error in partial.items():
-            if error is not None:
-                self._partial_stage_log.enter(
-                    "failing",
-                    logging.WARNING,
-                    "collection stage %r failed, its values are left out or kept: %s",
-                    str(stage),
-                    error,
-                    key=stage,
-                )
-            else:
-                self._partial_stage_log.enter(
-                    "ok", logging.INFO, "collection stage %r recovered", str(stage), key=stage
-                )

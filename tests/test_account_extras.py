@@ -18,8 +18,8 @@ import aiohttp
 import nats
 import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
-from spec_platform import publish_when_routed
 from support.scraping import Samples, sample, scrape
+from support.spec_platform import publish_when_routed
 from support.system_cluster import SYSTEM_USER, accounts_block, system_cluster, user_of, wait_for_meta_leader
 from support.waiting import wait_for
 

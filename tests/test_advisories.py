@@ -11,13 +11,13 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-import msgpack
 import nats
 import nats.errors
 import pytest
-from conftest import wait_for
 from nats.aio.client import Client
-from spec_platform import CHAT_HANDLER_CONFIG, provision_platform
+from support.jetstream import stream_state
+from support.spec_platform import CHAT_HANDLER_CONFIG, chat_message, provision_platform
+from support.waiting import wait_for
 
 from exporter.advisories import (
     ACK_METRIC,
@@ -217,35 +217,11 @@ def test_malformed_advisories_are_counted_and_logged_rate_limited(caplog):
 # -- against a real server -------------------------------------------------------------------------------
 
 
-async def stream_state(nc: Client, stream: str) -> dict[str, object]:
-    reply = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)).data)
-    assert "error" not in reply, reply
-    state: dict[str, object] = reply["state"]
-    return state
-
-
-def chat_message(user: str, n: int) -> bytes:
-    data: bytes = msgpack.packb(
-        {"request_id": f"req-{user}-{n}", "user_id": user, "message": f"hello {n}", "enable_rag": True}
-    )
-    return data
-
-
 @pytest.fixture
 async def platform(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
     """The application side: a connection with the spec's streams and consumer in place."""
     nc = await nats.connect(nats_server.url)
     await provision_platform(nc)
-    try:
-        yield nc
-    finally:
-        await nc.close()
-
-
-@pytest.fixture
-async def exporter_nc(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
-    """The exporter's own connection, made the way the daemon makes it (reconnecting)."""
-    nc = await connect_nats(NatsSettings(servers=(nats_server.url,)))
     try:
         yield nc
     finally:
@@ -274,7 +250,7 @@ async def fetch_one(nc: Client, wait: float = 2.0):
 async def test_counts_naks_and_one_max_deliveries_advisory(platform, exporter_nc, intake):
     counter = intake
     await counter.subscribe(exporter_nc)
-    await platform.jetstream().publish("ai.chat.user.user-123.message", chat_message("user-123", 1))
+    await platform.jetstream().publish("ai.chat.user.user-123.message", chat_message("user-123", "1"))
     for delivery in range(1, MAX_DELIVER + 1):
         msg = await fetch_one(platform)
         assert msg.metadata.num_delivered == delivery
@@ -292,9 +268,9 @@ async def test_counts_naks_and_one_max_deliveries_advisory(platform, exporter_nc
         lambda: counter.counts()[CHAT_KEY].max_deliveries_exceeded == 1, message="the max-deliveries advisory"
     )
     # Another pull (with another message delivered and acked) does not report the dead message again.
-    await platform.jetstream().publish("ai.chat.user.user-123.message", chat_message("user-123", 2))
+    await platform.jetstream().publish("ai.chat.user.user-123.message", chat_message("user-123", "2"))
     msg = (await sub.fetch(1, timeout=2))[0]
-    assert msg.data == chat_message("user-123", 2)
+    assert msg.data == chat_message("user-123", "2")
     await msg.ack_sync()
     await exporter_nc.flush()
     assert counter.counts() == {CHAT_KEY: AdvisoryCounts(max_deliveries_exceeded=1, terminated=0, naks=3)}
@@ -306,7 +282,7 @@ async def test_counts_terminated_messages_republished_to_the_dead_letter_queue(p
     await counter.subscribe(exporter_nc)
     js = platform.jetstream()
     for n in range(4):
-        await js.publish(f"ai.chat.user.user-{n}.message", chat_message(f"user-{n}", n))
+        await js.publish(f"ai.chat.user.user-{n}.message", chat_message(f"user-{n}", str(n)))
     sub = await js.pull_subscribe_bind(durable="chat-handler", stream="COMPANIONS_CHAT")
     terminated = 0
     while terminated < 4:
@@ -335,7 +311,7 @@ async def test_malformed_advisories_are_counted_and_do_not_stop_counting(platfor
     )
     await platform.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.X.Y", b'{"type":"something.else"}')
     await platform.publish("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.X.Y", b"[]")
-    await platform.jetstream().publish("ai.chat.user.user-9.message", chat_message("user-9", 1))
+    await platform.jetstream().publish("ai.chat.user.user-9.message", chat_message("user-9", "1"))
     msg = await fetch_one(platform)
     await msg.nak()
     await platform.flush()
@@ -351,7 +327,7 @@ async def test_subscribing_again_never_counts_twice(platform, exporter_nc, nats_
     other = await connect_nats(NatsSettings(servers=(nats_server.url,)))
     try:
         await counter.subscribe(other)  # a rebuilt connection: the old subscriptions are dropped
-        await platform.jetstream().publish("ai.chat.user.user-1.message", chat_message("user-1", 1))
+        await platform.jetstream().publish("ai.chat.user.user-1.message", chat_message("user-1", "1"))
         msg = await fetch_one(platform)
         await msg.nak()
         await platform.flush()
@@ -368,7 +344,7 @@ async def test_counters_keep_counting_after_the_server_restarts(platform, export
     counter = intake
     await counter.subscribe(exporter_nc)
     previous_reconnects = exporter_nc.stats["reconnects"]
-    await platform.jetstream().publish("ai.chat.user.user-5.message", chat_message("user-5", 1))
+    await platform.jetstream().publish("ai.chat.user.user-5.message", chat_message("user-5", "1"))
     msg = await fetch_one(platform)
     await msg.nak()
     await platform.flush()
@@ -386,9 +362,9 @@ async def test_counters_keep_counting_after_the_server_restarts(platform, export
     )
     app = await nats.connect(nats_server.url)
     try:
-        await app.jetstream().publish("ai.chat.user.user-5.message", chat_message("user-5", 2))
+        await app.jetstream().publish("ai.chat.user.user-5.message", chat_message("user-5", "2"))
         msg = await fetch_one(app)
-        assert msg.data == chat_message("user-5", 2)
+        assert msg.data == chat_message("user-5", "2")
         await msg.nak()
         await app.flush()
         await wait_for(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,14 +27,6 @@ RUNBOOK_PARTS = ("**What it means.**", "**What to check.**", "**What to do.**")
 ALERT_LINE = re.compile(r"^\s*- alert:\s*(\S+)\s*$")
 GROUP_LINE = re.compile(r"^\s*- name:")
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-@pytest.fixture(scope="session")
-def promtool() -> str:
-    path = shutil.which("promtool") or "/usr/bin/promtool"
-    if not Path(path).exists():
-        pytest.fail("promtool not found: install Debian's prometheus package (`make system-deps`)")
-    return path
 
 
 def run(args: list[str], *, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

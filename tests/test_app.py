@@ -19,7 +19,11 @@ import msgpack
 import nats
 import nats.aio.msg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from support.jetstream import js_request_at
+from support.jetstream_stand_in import RecordedJetStream, recorded
+from support.scraping import sample as value
+from support.scraping import scrape
+from support.waiting import wait_for
 
 from exporter.app import ExporterApp
 from exporter.connection import redact_url
@@ -27,10 +31,6 @@ from exporter.metrics import Renderer, Rendering
 from exporter.natsserver import NatsServerProcess, free_port
 from exporter.settings import CollectionSettings, NatsAuth, NatsSettings, Secret, Settings, WebSettings
 from exporter.snapshot import ExporterHealth, Snapshot
-from tests.support.jetstream_stand_in import RecordedJetStream, recorded
-from tests.support.waiting import wait_for
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def fast_settings(server_url: str, **collection: float) -> Settings:
@@ -42,40 +42,12 @@ def fast_settings(server_url: str, **collection: float) -> Settings:
     )
 
 
-async def scrape(port: int) -> tuple[int, Samples]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        text = await response.text()
-        samples: Samples = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-        return response.status, samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
 async def status_of(port: int, path: str) -> int:
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}{path}") as response,
     ):
         return response.status
-
-
-async def js_request(url: str, subject: str, payload: dict[str, object] | None = None) -> dict[str, object]:
-    nc = await nats.connect(url)
-    try:
-        reply = await nc.request(subject, json.dumps(payload or {}).encode(), timeout=5)
-    finally:
-        await nc.close()
-    data: dict[str, object] = json.loads(reply.data)
-    assert "error" not in data, data
-    return data
 
 
 @pytest.fixture
@@ -119,7 +91,7 @@ async def test_serves_nats_up_0_while_unreachable_then_connects(tmp_path: Path, 
 
 
 async def test_ready_only_once_collected_data_is_served(nats_server: NatsServerProcess, running_app):
-    await js_request(nats_server.url, "$JS.API.STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["o.>"]})
+    await js_request_at(nats_server.url, "STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["o.>"]})
     app = await start_app(running_app, fast_settings(nats_server.url))
     await wait_for(lambda: _ready(app.port), message="ready")
     _, samples = await scrape(app.port)
@@ -131,7 +103,7 @@ async def _ready(port: int) -> bool:
 
 
 async def test_survives_a_restart_without_a_gap(nats_server: NatsServerProcess, running_app):
-    await js_request(nats_server.url, "$JS.API.STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["o.>"]})
+    await js_request_at(nats_server.url, "STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["o.>"]})
     app = await start_app(running_app, fast_settings(nats_server.url))
     await wait_for(lambda: up_is(app.port, 1.0), message="first collection")
 
@@ -223,7 +195,7 @@ async def test_a_cycle_past_its_deadline_is_counted_as_timeout(tmp_path: Path, r
 
 
 async def test_stale_data_is_dropped_after_its_ttl(nats_server: NatsServerProcess, running_app):
-    await js_request(nats_server.url, "$JS.API.STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["o.>"]})
+    await js_request_at(nats_server.url, "STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["o.>"]})
     app = await start_app(running_app, fast_settings(nats_server.url, stale_data_ttl_seconds=1.0))
     await wait_for(lambda: up_is(app.port, 1.0), message="first collection")
     nats_server.stop()
@@ -239,7 +211,7 @@ async def test_stale_data_is_dropped_after_its_ttl(nats_server: NatsServerProces
 
 
 async def test_deleted_stream_vanishes_from_the_next_exposition(nats_server: NatsServerProcess, running_app):
-    await js_request(nats_server.url, "$JS.API.STREAM.CREATE.GONE", {"name": "GONE", "subjects": ["g.>"]})
+    await js_request_at(nats_server.url, "STREAM.CREATE.GONE", {"name": "GONE", "subjects": ["g.>"]})
     app = await start_app(running_app, fast_settings(nats_server.url))
 
     async def present(*, expected: bool) -> bool:
@@ -248,7 +220,7 @@ async def test_deleted_stream_vanishes_from_the_next_exposition(nats_server: Nat
         return found is expected
 
     await wait_for(lambda: present(expected=True), message="stream exported")
-    await js_request(nats_server.url, "$JS.API.STREAM.DELETE.GONE")
+    await js_request_at(nats_server.url, "STREAM.DELETE.GONE")
     await wait_for(lambda: present(expected=False), message="deleted stream gone")
 
 
@@ -258,7 +230,7 @@ async def test_scrapes_never_reach_nats(nats_server: NatsServerProcess, running_
     app = await start_app(running_app, settings)
     await wait_for(lambda: up_is(app.port, 1.0), message="first collection")
 
-    before = await js_request(nats_server.url, "$JS.API.INFO")
+    before = await js_request_at(nats_server.url, "INFO")
     async with aiohttp.ClientSession() as session:
 
         async def one_scrape() -> int:
@@ -267,7 +239,7 @@ async def test_scrapes_never_reach_nats(nats_server: NatsServerProcess, running_
                 return response.status
 
         statuses = await asyncio.gather(*(one_scrape() for _ in range(40)))
-    after = await js_request(nats_server.url, "$JS.API.INFO")
+    after = await js_request_at(nats_server.url, "INFO")
     assert set(statuses) == {200}
     api_before, api_after = before["api"], after["api"]
     assert isinstance(api_before, dict)
@@ -278,9 +250,9 @@ async def test_scrapes_never_reach_nats(nats_server: NatsServerProcess, running_
 
 async def test_exported_values_equal_the_servers_own(nats_server: NatsServerProcess, running_app):
     """The platform's chat stream and chat-handler consumer; MessagePack traffic fetched, acked, naked."""
-    await js_request(
+    await js_request_at(
         nats_server.url,
-        "$JS.API.STREAM.CREATE.COMPANIONS_CHAT",
+        "STREAM.CREATE.COMPANIONS_CHAT",
         {
             "name": "COMPANIONS_CHAT",
             "subjects": ["ai.chat.user.*.message", "ai.chat.user.*.greeting.*"],
@@ -315,10 +287,10 @@ async def test_exported_values_equal_the_servers_own(nats_server: NatsServerProc
         await nc.close()
 
     app = await start_app(running_app, fast_settings(nats_server.url))
-    stream = await js_request(nats_server.url, "$JS.API.STREAM.INFO.COMPANIONS_CHAT")
+    stream = await js_request_at(nats_server.url, "STREAM.INFO.COMPANIONS_CHAT")
 
     async def consumer_settled() -> bool:
-        consumer = await js_request(nats_server.url, "$JS.API.CONSUMER.INFO.COMPANIONS_CHAT.chat-handler")
+        consumer = await js_request_at(nats_server.url, "CONSUMER.INFO.COMPANIONS_CHAT.chat-handler")
         _, samples = await scrape(app.port)
         labels = {"account": "$G", "stream": "COMPANIONS_CHAT", "consumer": "chat-handler"}
         return (

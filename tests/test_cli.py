@@ -11,13 +11,14 @@ import platform
 import re
 import signal
 import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import aiohttp
 import bcrypt
 import pytest
-from conftest import wait_for
+from support.waiting import wait_for
 
 from exporter import __version__
 from exporter.cli import run_cli
@@ -28,15 +29,9 @@ from exporter.settings import LogSettings, Secret
 from exporter.settingstable import SETTINGS
 
 REPO = Path(__file__).resolve().parent.parent
-PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = sys.executable  # the interpreter running the tests: whichever venv it is
 PASSWORD = "pw-Kd2-never-print-me"
 TOKEN = "tok-Rm7-never-print-me"
-
-
-@pytest.fixture(autouse=True)
-def _no_exporter_environment(monkeypatch):
-    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
-        monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -189,7 +184,7 @@ def test_check_config_in_a_real_process_fails_without_a_traceback(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(f"nats:\n  user: exporter\n  password: {PASSWORD}\n  passwrd: x\n", encoding="utf-8")
     result = subprocess.run(
-        [str(PYTHON), "-m", "exporter", "check-config", "--config", str(config)],
+        [PYTHON, "-m", "exporter", "check-config", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -207,7 +202,7 @@ def test_check_config_in_a_real_process_fails_without_a_traceback(tmp_path):
 
 def test_check_config_in_a_real_process_accepts_the_example(tmp_path):
     result = subprocess.run(
-        [str(PYTHON), "-m", "exporter", "--config", "examples/config.yaml", "check-config"],
+        [PYTHON, "-m", "exporter", "--config", "examples/config.yaml", "check-config"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -229,7 +224,7 @@ async def test_the_daemon_runs_with_json_logs_and_never_logs_the_token(tmp_path,
     stderr_path = tmp_path / "stderr.log"
     with stderr_path.open("w", encoding="utf-8") as stderr:
         process = await asyncio.create_subprocess_exec(
-            str(PYTHON), "-m", "exporter", *argv, "--log-level", "debug",
+            PYTHON, "-m", "exporter", *argv, "--log-level", "debug",
             stdout=asyncio.subprocess.DEVNULL, stderr=stderr, cwd=REPO, env=env,
         )  # fmt: skip
     try:

@@ -18,7 +18,6 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from spec_platform import create_consumer, publish_when_routed
 from support.cluster import (
     Watch,
     create_placed_stream,
@@ -28,6 +27,7 @@ from support.cluster import (
     stream_info,
     watched_exporter,
 )
+from support.spec_platform import create_consumer, publish_when_routed
 from support.waiting import wait_for
 
 from exporter.natsserver import NatsCluster

@@ -14,7 +14,7 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
-from spec_platform import publish_when_routed
+from support.spec_platform import publish_when_routed
 from support.system_cluster import SYSTEM_USER, system_cluster, wait_for_meta_leader
 
 from exporter.cluster_source import JSZ_SUBJECT, ClusterSource

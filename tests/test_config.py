@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from pki import make_authority, make_pki
+from support.pki import make_authority, make_pki
 
 from exporter.cli import build_parser, run_cli
 from exporter.config import ENV_PREFIX, load_config_file, secrets_in, settings_from_args
@@ -26,13 +26,6 @@ nats:
   user: exporter
   password: {PASSWORD}
 """
-
-
-@pytest.fixture(autouse=True)
-def _no_exporter_environment(monkeypatch):
-    """The developer's own NATS_EXPORTER_* variables must not leak into these tests."""
-    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
-        monkeypatch.delenv(name)
 
 
 def load(argv=(), env=None) -> Settings:

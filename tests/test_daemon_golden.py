@@ -11,9 +11,11 @@ import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 from nats.aio.client import Client
+from support.jetstream_stand_in import RecordedJetStream, no_consumers, recorded
+from support.scraping import scrape_text
+from support.waiting import wait_for
 
 from exporter.app import ExporterApp
 from exporter.jsapi import DeniedSubjects
@@ -22,8 +24,6 @@ from exporter.natsserver import NatsServerProcess
 from exporter.server import OPENMETRICS_CONTENT_TYPE
 from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
 from exporter.source import JetStreamSource
-from tests.support.jetstream_stand_in import RecordedJetStream, no_consumers, recorded
-from tests.support.waiting import wait_for
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 NOW = 1_795_800_000.0  # the fixed wall clock: Unix seconds, after every timestamp in the recordings
@@ -74,15 +74,6 @@ async def daemon(tmp_path: Path) -> AsyncIterator[ExporterApp]:
         server.cleanup()
 
 
-async def scrape(port: int, accept: str) -> str:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept}) as response,
-    ):
-        assert response.status == 200
-        return await response.text()
-
-
 @pytest.mark.parametrize(
     ("filename", "accept"),
     [("daemon.txt", "text/plain"), ("daemon.om.txt", OPENMETRICS_CONTENT_TYPE)],
@@ -90,7 +81,7 @@ async def scrape(port: int, accept: str) -> str:
 async def test_daemon_exposition_is_the_committed_one(
     daemon: ExporterApp, filename: str, accept: str
 ) -> None:
-    exposition = await scrape(daemon.port, accept)
+    exposition = await scrape_text(daemon.port, accept)
     golden = GOLDEN_DIR / filename
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.write_text(exposition, encoding="utf-8")

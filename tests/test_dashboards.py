@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dashboard_queries import (
+from support.dashboard_queries import (
     ALL,
     DASHBOARD_DIR,
     SETUP_NEEDED,

@@ -18,9 +18,9 @@ import aiohttp
 import nats
 import pytest
 import yaml
-from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from spec_platform import SPEC_STREAM_NAMES
+from support.spec_platform import SPEC_STREAM_NAMES
+from support.waiting import wait_for
 
 from exporter.demo.chaos import ChaosOptions
 from exporter.demo.chathandler import HandlerOptions

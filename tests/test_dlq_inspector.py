@@ -22,12 +22,13 @@ from pathlib import Path
 import msgpack
 import nats
 import pytest
-from conftest import wait_for
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
-from spec_platform import AUDIO, CHAT, packed, provision_platform
-from spec_platform import VOICE as SPEC_VOICE
+from support.jetstream import stream_state_at
 from support.poison import POISONS
+from support.spec_platform import AUDIO, CHAT, packed, provision_platform
+from support.spec_platform import VOICE as SPEC_VOICE
+from support.waiting import wait_for
 
 from exporter.argtypes import literal_subject, subject_filter
 from exporter.cli import common_parser, run_cli
@@ -96,17 +97,6 @@ async def populate(url: str) -> dict[int, float]:
         await nc.close()
 
 
-async def stream_state(url: str, stream: str) -> dict[str, object]:
-    nc = await nats.connect(url)
-    try:
-        reply = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)).data)
-    finally:
-        await nc.close()
-    assert "error" not in reply, reply
-    state: dict[str, object] = reply["state"]
-    return state
-
-
 async def stored_message(url: str, stream: str, seq: int) -> dict[str, object]:
     nc = await nats.connect(url)
     try:
@@ -146,10 +136,10 @@ def dead_letters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeadLette
 @pytest.fixture
 def unchanged(dead_letters: DeadLetters) -> Iterator[None]:
     """Asserts that the test left AI_DLQ's state exactly as it found it, without any consumer."""
-    before = asyncio.run(stream_state(dead_letters.server.url, "AI_DLQ"))
+    before = asyncio.run(stream_state_at(dead_letters.server.url, "AI_DLQ"))
     assert before["messages"] == 4
     yield
-    after = asyncio.run(stream_state(dead_letters.server.url, "AI_DLQ"))
+    after = asyncio.run(stream_state_at(dead_letters.server.url, "AI_DLQ"))
     assert after == before
     assert after["consumer_count"] == 0
 
@@ -451,7 +441,7 @@ def test_stored_message_parsing():
 
 def test_replay_is_a_dry_run_by_default(dead_letters, unchanged, capsys):
     url = dead_letters.server.url
-    target_before = asyncio.run(stream_state(url, "COMPANIONS_CHAT"))
+    target_before = asyncio.run(stream_state_at(url, "COMPANIONS_CHAT"))
     assert invoke("dlq", "replay", "--to", REPLAY_TARGET, "--seq", "1,4", "--nats-url", url) == 0
     out = capsys.readouterr().out
     assert out.startswith(
@@ -465,7 +455,7 @@ def test_replay_is_a_dry_run_by_default(dead_letters, unchanged, capsys):
     document = json.loads(capsys.readouterr().out)
     assert (document["dry_run"], document["published"], document["deleted"]) == (True, 0, 0)
     assert [message["seq"] for message in document["messages"]] == [1, 2, 3, 4]
-    assert asyncio.run(stream_state(url, "COMPANIONS_CHAT")) == target_before
+    assert asyncio.run(stream_state_at(url, "COMPANIONS_CHAT")) == target_before
 
 
 def test_replay_refuses_to_write_into_the_dead_letter_stream_itself(dead_letters, unchanged, capsys):
@@ -480,15 +470,15 @@ def test_replay_refuses_to_write_into_the_dead_letter_stream_itself(dead_letters
 
 def test_replay_of_an_unknown_sequence_publishes_nothing(dead_letters, unchanged, capsys):
     url = dead_letters.server.url
-    target_before = asyncio.run(stream_state(url, "COMPANIONS_CHAT"))
+    target_before = asyncio.run(stream_state_at(url, "COMPANIONS_CHAT"))
     assert invoke("dlq", "replay", "--to", REPLAY_TARGET, "--seq", "1,77", "--yes", "--nats-url", url) == 1
     assert "AI_DLQ has no message with sequence 77; nothing was published" in capsys.readouterr().err
-    assert asyncio.run(stream_state(url, "COMPANIONS_CHAT")) == target_before
+    assert asyncio.run(stream_state_at(url, "COMPANIONS_CHAT")) == target_before
 
 
 def test_replay_yes_publishes_to_the_target_and_keeps_the_dead_letters(dead_letters, unchanged, capsys):
     url = dead_letters.server.url
-    target_before = asyncio.run(stream_state(url, "COMPANIONS_CHAT"))
+    target_before = asyncio.run(stream_state_at(url, "COMPANIONS_CHAT"))
     first_new = int(target_before["last_seq"]) + 1  # type: ignore[call-overload]
     assert (
         invoke("dlq", "replay", "--to", REPLAY_TARGET, "--seq", "1", "--seq", "4", "--yes", "--nats-url", url)
@@ -498,7 +488,7 @@ def test_replay_yes_publishes_to_the_target_and_keeps_the_dead_letters(dead_lett
     assert f"1    ai.dlq.chat  {len(packed(CHAT))}   published as COMPANIONS_CHAT seq {first_new}" in out
     assert "republished 2 of 2 dead letters from AI_DLQ to" in out
     assert "the dead letters were kept in AI_DLQ" in out
-    target_after = asyncio.run(stream_state(url, "COMPANIONS_CHAT"))
+    target_after = asyncio.run(stream_state_at(url, "COMPANIONS_CHAT"))
     assert target_after["last_seq"] == first_new + 1
     replayed_chat = asyncio.run(stored_message(url, "COMPANIONS_CHAT", first_new))["message"]
     replayed_chat_2 = asyncio.run(stored_message(url, "COMPANIONS_CHAT", first_new + 1))["message"]
@@ -560,11 +550,11 @@ def test_replay_delete_removes_only_what_was_republished(nats_server, capsys):
         == 0
     )
     assert "dead letter deleted" in capsys.readouterr().out
-    state = asyncio.run(stream_state(url, "AI_DLQ"))
+    state = asyncio.run(stream_state_at(url, "AI_DLQ"))
     assert (state["messages"], state["first_seq"], state["last_seq"], state["num_deleted"]) == (2, 1, 4, 2)
     assert asyncio.run(stored_message(url, "AI_DLQ", 2))["error"]["err_code"] == 10037  # type: ignore[index]
     assert listed(capsys, url) == [1, 4]
-    assert asyncio.run(stream_state(url, "COMPANIONS_CHAT"))["messages"] == 3  # 1 original + 2 replays
+    assert asyncio.run(stream_state_at(url, "COMPANIONS_CHAT"))["messages"] == 3  # 1 original + 2 replays
 
 
 async def add_small_stream(url: str) -> None:
@@ -579,15 +569,15 @@ def test_a_refused_replay_stops_and_deletes_nothing(nats_server, capsys):
     url = nats_server.url
     asyncio.run(populate(url))
     asyncio.run(add_small_stream(url))
-    before = asyncio.run(stream_state(url, "AI_DLQ"))
+    before = asyncio.run(stream_state_at(url, "AI_DLQ"))
     argv = ("dlq", "replay", "--to", "review.dlq", "--all", "--yes", "--delete", "--nats-url", url)
     assert invoke(*argv) == 1
     out = capsys.readouterr().out
     assert "FAILED: stream REVIEW refused it: message size exceeds maximum allowed" in out
     assert "republished 0 of 4 dead letters from AI_DLQ" in out
     assert "stopped at the first failure: 3 not attempted" in out
-    assert asyncio.run(stream_state(url, "AI_DLQ")) == before
-    assert asyncio.run(stream_state(url, "REVIEW"))["messages"] == 0
+    assert asyncio.run(stream_state_at(url, "AI_DLQ")) == before
+    assert asyncio.run(stream_state_at(url, "REVIEW"))["messages"] == 0
 
 
 # -- poisoned dead letters -------------------------------------------------------------------------------

@@ -19,14 +19,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
-from conftest import wait_for
-from dashboard_queries import (
+from prometheus_client.parser import text_string_to_metric_families
+from support.dashboard_queries import (
     SINGLE_SERVER,
     dashboard_files,
     every_panel_query,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from promstack import (
+from support.promstack import (
     PrometheusApi,
     WebhookReceiver,
     address,
@@ -37,6 +36,7 @@ from promstack import (
     rules_for_the_test,
     shipped_rule_files,
 )
+from support.waiting import wait_for
 
 from exporter.app import ExporterApp
 from exporter.connection import connect_nats

@@ -23,7 +23,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
-from dashboard_queries import (
+from support.cluster import create_placed_stream
+from support.dashboard_queries import (
     CLUSTER,
     DASHBOARD_DIR,
     SYSTEM_ACCOUNT,
@@ -31,7 +32,7 @@ from dashboard_queries import (
     every_panel_query,
     panel_queries,
 )
-from promstack import (
+from support.promstack import (
     PrometheusApi,
     WebhookReceiver,
     address,
@@ -42,7 +43,6 @@ from promstack import (
     rules_for_the_test,
     shipped_rule_files,
 )
-from support.cluster import create_placed_stream
 from support.waiting import wait_for
 
 from exporter.app import ExporterApp

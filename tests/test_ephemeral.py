@@ -18,8 +18,9 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
-from spec_platform import NS, create_consumer, create_stream, js_request, publish
 from support.exposition import SeriesKey, data_series, render_as_daemon
+from support.jetstream import js_request
+from support.spec_platform import NS, create_consumer, create_stream, publish
 from support.waiting import wait_for
 
 from exporter.collectionplan import CollectionPlan

@@ -9,9 +9,9 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
-from spec_platform import create_consumer, create_stream, publish
 from support.apitap import ApiTap
 from support.exposition import render_as_daemon, series_of
+from support.spec_platform import create_consumer, create_stream, publish
 
 from exporter.cli import build_parser
 from exporter.collectionplan import rendered_families

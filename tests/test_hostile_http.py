@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
-from pki import client_context, make_pki
+from support.pki import client_context, make_pki
 
 from exporter.app import ExporterApp
 from exporter.natsserver import free_port
@@ -296,4 +296,3 @@ async def test_the_exporter_serves_and_stops_without_leaving_its_server_thread()
     finally:
         await asyncio.wait_for(app.stop(), CLOSE_BOUND)
     assert not any(thread.name == THREAD_NAME for thread in threading.enumerate())
-

@@ -18,6 +18,7 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client
+from support.cluster import three_node_cluster
 from support.scraping import sample, scrape
 from support.waiting import wait_for
 
@@ -25,7 +26,6 @@ from exporter.advisories import EVENT_KINDS
 from exporter.app import ExporterApp
 from exporter.connection import connect_nats
 from exporter.intake import EventIntake
-from exporter.natsserver import NatsServerProcess
 from exporter.settings import AckLatencySettings, CollectionSettings, NatsSettings, Settings, WebSettings
 
 ACCOUNT = "$G"
@@ -76,24 +76,6 @@ def total_naks(intake: EventIntake) -> int:
 
 
 @pytest.fixture
-async def publisher(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
-    nc = await nats.connect(nats_server.url)
-    try:
-        yield nc
-    finally:
-        await nc.close()
-
-
-@pytest.fixture
-async def exporter_nc(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
-    nc = await connect_nats(NatsSettings(servers=(nats_server.url,)))
-    try:
-        yield nc
-    finally:
-        await nc.close()
-
-
-@pytest.fixture
 async def intakes() -> AsyncIterator[list[EventIntake]]:
     made: list[EventIntake] = []
     try:
@@ -120,9 +102,9 @@ async def flood(nc: Client, advisories: list[tuple[str, bytes]]) -> None:
 # -- floods ----------------------------------------------------------------------------------------------
 
 
-async def test_a_flood_for_unknown_consumers_is_dropped_counted_and_bounded(publisher, exporter_nc, intakes):
+async def test_a_flood_for_unknown_consumers_is_dropped_counted_and_bounded(nc, exporter_nc, intakes):
     intake = await subscribed(intakes, exporter_nc, queue_limit=64, unknown_limit=100)
-    await flood(publisher, [nak_advisory(STREAM, f"spoof-{n}") for n in range(FLOOD)])
+    await flood(nc, [nak_advisory(STREAM, f"spoof-{n}") for n in range(FLOOD)])
     # Every advisory is accounted for: kept for one of the 100 admitted unknown consumers, or dropped.
     # Equality also proves that neither the client nor the server threw any away unseen.
     await wait_for(
@@ -136,10 +118,10 @@ async def test_a_flood_for_unknown_consumers_is_dropped_counted_and_bounded(publ
     assert intake.state_size == 0
 
 
-async def test_a_flood_beyond_the_queue_is_dropped_and_counted_not_fatal(publisher, exporter_nc, intakes):
+async def test_a_flood_beyond_the_queue_is_dropped_and_counted_not_fatal(nc, exporter_nc, intakes):
     intake = await subscribed(intakes, exporter_nc, queue_limit=64)
     advisory = nak_advisory(STREAM, CONSUMER)  # a known consumer: only the queue can refuse these
-    await flood(publisher, [advisory] * FLOOD)
+    await flood(nc, [advisory] * FLOOD)
     await wait_for(
         lambda: total_naks(intake) + intake.dropped == FLOOD, timeout=60, message="every advisory accounted"
     )
@@ -149,8 +131,8 @@ async def test_a_flood_beyond_the_queue_is_dropped_and_counted_not_fatal(publish
     assert exporter_nc.stats["reconnects"] == 0
 
 
-async def test_the_exporter_stays_up_through_a_flood(nats_server, publisher, tmp_path: Path):
-    await create_orders(publisher)
+async def test_the_exporter_stays_up_through_a_flood(nats_server, nc, tmp_path: Path):
+    await create_orders(nc)
     settings = Settings(
         nats=NatsSettings(servers=(nats_server.url,), connect_timeout_seconds=1.0),
         web=WebSettings(listen_address="127.0.0.1:0"),
@@ -170,7 +152,7 @@ async def test_the_exporter_stays_up_through_a_flood(nats_server, publisher, tmp
             )
 
         await wait_for(up_with_series, timeout=20, message="the first collection")
-        await flood(publisher, [nak_advisory(STREAM, f"spoof-{n}") for n in range(FLOOD)])
+        await flood(nc, [nak_advisory(STREAM, f"spoof-{n}") for n in range(FLOOD)])
 
         async def up_and_dropping() -> bool:
             status, samples = await scrape(app.port)
@@ -194,7 +176,7 @@ async def test_the_exporter_stays_up_through_a_flood(nats_server, publisher, tmp
 
 
 async def test_hostile_payloads_are_counted_as_malformed_exactly_and_logged_once(
-    publisher, exporter_nc, intakes, caplog
+    nc, exporter_nc, intakes, caplog
 ):
     intake = await subscribed(intakes, exporter_nc)
     subject, genuine = nak_advisory(STREAM, CONSUMER)
@@ -209,9 +191,9 @@ async def test_hostile_payloads_are_counted_as_malformed_exactly_and_logged_once
     with caplog.at_level(logging.WARNING, logger="exporter.advisories"):
         for _ in range(rounds):
             for data in hostile:
-                await publisher.publish(subject, data)
-        await publisher.publish(subject, genuine)
-        await publisher.flush()
+                await nc.publish(subject, data)
+        await nc.publish(subject, genuine)
+        await nc.flush()
         await wait_for(lambda: total_naks(intake) == 1, message="the genuine advisory")
         await intake.drained()
     assert intake.malformed == rounds * len(hostile)
@@ -225,8 +207,6 @@ async def test_hostile_payloads_are_counted_as_malformed_exactly_and_logged_once
 
 
 async def test_elections_are_counted_after_the_connected_server_is_lost(tmp_path: Path, intakes):
-    from conftest import three_node_cluster  # noqa: PLC0415 (the cluster helper lives there for now)
-
     servers = three_node_cluster(tmp_path)
     urls = tuple(server.url for server in servers)
     admin: Client | None = None
@@ -298,10 +278,10 @@ async def stream_created(nc: Client) -> bool:
 # -- processing time from a real consumer with sample_freq -----------------------------------------------
 
 
-async def test_sampled_acks_of_a_real_consumer_fill_the_histograms(publisher, exporter_nc, intakes):
-    await create_orders(publisher, sample_freq="100%")
+async def test_sampled_acks_of_a_real_consumer_fill_the_histograms(nc, exporter_nc, intakes):
+    await create_orders(nc, sample_freq="100%")
     intake = await subscribed(intakes, exporter_nc)
-    js_context = publisher.jetstream()
+    js_context = nc.jetstream()
     for n in range(3):
         await js_context.publish(f"orders.{n}", b"order")
     sub = await js_context.pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
@@ -324,8 +304,8 @@ async def test_sampled_acks_of_a_real_consumer_fill_the_histograms(publisher, ex
     assert intake.malformed == 0
 
 
-async def test_the_exporter_exports_sampled_acks_with_the_configured_buckets(nats_server, publisher):
-    await create_orders(publisher, sample_freq="100%")
+async def test_the_exporter_exports_sampled_acks_with_the_configured_buckets(nats_server, nc):
+    await create_orders(nc, sample_freq="100%")
     settings = Settings(
         nats=NatsSettings(servers=(nats_server.url,), connect_timeout_seconds=1.0),
         web=WebSettings(listen_address="127.0.0.1:0"),
@@ -337,8 +317,8 @@ async def test_the_exporter_exports_sampled_acks_with_the_configured_buckets(nat
     labels = {"account": ACCOUNT, "stream": STREAM, "consumer": CONSUMER}
     try:
         await wait_for(lambda: up_is_one(app.port), timeout=20, message="the first collection")
-        await publisher.jetstream().publish("orders.1", b"order")
-        sub = await publisher.jetstream().pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
+        await nc.jetstream().publish("orders.1", b"order")
+        sub = await nc.jetstream().pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
         (msg,) = await sub.fetch(1, timeout=5)
         await msg.ack_sync()
 

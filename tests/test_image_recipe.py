@@ -21,8 +21,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from conftest import wait_for
-from pki import make_pki
+from support.pki import make_pki
+from support.waiting import wait_for
 
 import exporter
 from exporter.natsserver import NatsServerProcess, free_port

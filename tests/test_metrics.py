@@ -6,10 +6,11 @@ Regenerate the golden files after an intended change with ``UPDATE_GOLDEN=1 pyte
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import math
 import os
-import shutil
+import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,9 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 from prometheus_client.utils import floatToGoString
+from support.scraping import samples_of
 
+import exporter
 from exporter import __version__
 from exporter.histogram import Histogram
 from exporter.intake import ACK_DELIVERIES_BUCKETS
@@ -39,6 +42,7 @@ from exporter.metrics import (
 )
 from exporter.probe import PROBE_LATENCY_BUCKETS
 from exporter.settings import DEFAULT_ACK_LATENCY_BUCKETS
+from exporter.settingstable import SETTINGS
 from exporter.snapshot import (
     AccountState,
     AckHistograms,
@@ -64,7 +68,8 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 BUILD = BuildInfo(version="0.1.0", python_version="3.11.7", nats_py_version="2.16.0")
 T0 = 1_760_000_000.0  # a fixed "now" for the hand-built snapshot
 
-# ../shared/design/METRICS.md, plus the four families issue 3 adds beyond it: name -> (type, labels).
+# The metric contract (the names, types and labels users rely on), and the families beyond it: name -> (type,
+# labels).
 CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_up": ("gauge", ()),
     "nats_exporter_collection_duration_seconds": ("gauge", ()),
@@ -166,9 +171,9 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "nats_dlq_oldest_message_timestamp_seconds": ("gauge", ("account", "stream")),
     "nats_stream_threshold": ("gauge", ("account", "stream", "check", "severity")),
     "nats_consumer_threshold": ("gauge", ("account", "stream", "consumer", "check", "severity")),
-    # beyond METRICS.md (issue 3)
+    # beyond the original contract
     "nats_dlq_stream_present": ("gauge", ("account", "stream")),
-    # beyond METRICS.md: ephemeral consumers summed per stream (filters.consumers.ephemeral: aggregate)
+    # beyond the original contract: ephemeral consumers per stream (filters.consumers.ephemeral: aggregate)
     **{
         f"nats_stream_ephemeral_{name}": ("gauge", ("account", "stream"))
         for name in (
@@ -194,7 +199,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
         "gauge",
         ("account", "stream", "source", "kind", "filter_subject", "external_api"),
     ),
-    # elections, quorum and processing time (METRICS.md: clustered JetStream, health signals)
+    # elections, quorum and processing time (clustered JetStream, health signals)
     "nats_stream_leader_elections_total": ("counter", ("account", "stream")),
     "nats_stream_quorum_lost_total": ("counter", ("account", "stream")),
     "nats_consumer_leader_elections_total": ("counter", ("account", "stream", "consumer")),
@@ -504,16 +509,8 @@ def render(snapshot: Snapshot | None, health: ExporterHealth, *, openmetrics: bo
     return render_exposition(snapshot, health, openmetrics=openmetrics, build=BUILD).decode()
 
 
-def samples_by_series(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in parse_text(text)
-        for sample in family.samples
-    }
-
-
 def sample_names(text: str) -> set[str]:
-    return {name for name, _ in samples_by_series(text)}
+    return {name for name, _ in samples_of(text)}
 
 
 def value(series: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
@@ -533,14 +530,6 @@ def test_golden_exposition(filename: str, openmetrics: bool) -> None:  # noqa: F
         GOLDEN_DIR.mkdir(exist_ok=True)
         golden.write_text(rendered)
     assert rendered == golden.read_text(), f"{golden} is out of date: rerun with UPDATE_GOLDEN=1 and review"
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool") or "/usr/bin/promtool"
-    if not Path(path).exists():
-        pytest.fail("promtool not found: install Prometheus's promtool (Debian: apt-get install prometheus)")
-    return path
 
 
 def promtool_findings(promtool: str, exposition: bytes) -> tuple[int, str]:
@@ -572,11 +561,56 @@ def test_every_contract_family_exists_with_its_type_and_labels() -> None:
     assert table == CONTRACT
 
 
+# Where a family's value may come from: a JetStream API type and its fields, a subject the exporter requests
+# or subscribes to, a setting, or the exporter itself.
+API_FIELD = re.compile(
+    r"\b(?:StreamState|StreamInfo|StreamConfig|JSInfo|ConsumerInfo|ConsumerConfig|AccountInfo)\.([a-z_.\[\]]+)"
+)
+SETTING = re.compile(r"^setting ([a-z_.]+)$")
+SUBJECT = re.compile(r"^\$(?:JS|SYS)\.[A-Z_.>]+ ")
+OTHER_ORIGINS = (
+    "exporter",
+    "collection time - ",
+    "server INFO ",
+    "time of the first message after ",
+    "ConsumerInfo of ",
+    "publish to ",  # the probe's clock, from its publish to the answer
+)
+PARSERS = ("parse.py", "parse_jsz.py", "cluster_source.py", "source.py", "advisories.py", "intake.py")
+
+
+def parsed_field_names() -> set[str]:
+    """Every string literal of the modules that read JetStream replies: the field names they look up."""
+    literals: set[str] = set()
+    for name in PARSERS:
+        tree = ast.parse((Path(exporter.__file__).parent / name).read_text())
+        constants = (node for node in ast.walk(tree) if isinstance(node, ast.Constant))
+        literals |= {node.value for node in constants if isinstance(node.value, str)}
+    return literals
+
+
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name)
-def test_help_names_the_source_field(family) -> None:
-    assert family.help.endswith(f" ({family.source}).")
-    assert family.meaning
-    assert family.source
+def test_source_names_a_field_the_exporter_reads_or_a_known_origin(family) -> None:
+    source = family.source
+    fields = [match.group(1) for match in API_FIELD.finditer(source)]
+    setting = SETTING.match(source)
+    named_families = re.findall(r"\bnats_[a-z_]+", source)
+    assert fields or setting or SUBJECT.match(source) or named_families or source.startswith(OTHER_ORIGINS), (
+        f"{family.name}: {source!r} names no API field, subject, setting or exporter origin"
+    )
+    read = parsed_field_names()
+    for path in fields:
+        for part in path.replace("[]", "").strip(".").split("."):
+            assert part in read, f"{family.name}: the parsers never read the field {part!r} of {source!r}"
+    if setting:
+        assert setting.group(1) in {row.key for row in SETTINGS}, f"{family.name}: {source!r} is no setting"
+    assert set(named_families) <= {other.name for other in FAMILIES}, f"{family.name}: {source!r}"
+
+
+def test_help_texts_tell_every_family_apart() -> None:
+    meanings = [family.meaning.casefold() for family in FAMILIES]
+    repeated = {meaning for meaning in meanings if meanings.count(meaning) > 1}
+    assert not repeated, f"families that share a meaning: a reader of HELP cannot tell them apart: {repeated}"
 
 
 def test_every_family_is_rendered_for_the_golden_snapshot() -> None:
@@ -588,7 +622,7 @@ def test_every_family_is_rendered_for_the_golden_snapshot() -> None:
 
 def test_volatile_identity_only_on_info_series() -> None:
     text = render(golden_snapshot(), golden_health())
-    for name, labels in samples_by_series(text):
+    for name, labels in samples_of(text):
         if not name.endswith("_info"):
             entity_labels = {"account", "stream", "consumer", "subject", "stage", "check", "severity", "le"}
             entity_labels.add("server")  # per-server and per-peer series
@@ -600,8 +634,8 @@ def test_volatile_identity_only_on_info_series() -> None:
         streams=tuple(dataclasses.replace(s, leader="nats-c") for s in elected.streams),
         consumers=tuple(dataclasses.replace(c, leader="nats-c") for c in elected.consumers),
     )
-    before = samples_by_series(text)
-    after = samples_by_series(render(elected, golden_health()))
+    before = samples_of(text)
+    after = samples_of(render(elected, golden_health()))
     assert {k: v for k, v in before.items() if not k[0].endswith("_info")} == {
         k: v for k, v in after.items() if not k[0].endswith("_info")
     }
@@ -627,7 +661,7 @@ def test_volatile_identity_only_on_info_series() -> None:
 
 def test_account_and_health_values_read_back_equal_the_snapshot() -> None:
     snapshot, health = golden_snapshot(), golden_health()
-    series = samples_by_series(render(snapshot, health))
+    series = samples_of(render(snapshot, health))
     (account,) = snapshot.accounts
     assert account is not None
     a = {"account": "$G"}
@@ -655,7 +689,7 @@ def test_account_and_health_values_read_back_equal_the_snapshot() -> None:
 
 def test_stream_values_read_back_equal_the_snapshot() -> None:
     snapshot = golden_snapshot()
-    series = samples_by_series(render(snapshot, golden_health()))
+    series = samples_of(render(snapshot, golden_health()))
     for s in snapshot.streams:
         labels = {"account": s.account, "stream": s.name}
         assert value(series, "nats_stream_messages_total", **labels) == s.last_seq
@@ -691,7 +725,7 @@ def test_stream_values_read_back_equal_the_snapshot() -> None:
 
 def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
     snapshot, health = golden_snapshot(), golden_health()
-    series = samples_by_series(render(snapshot, health))
+    series = samples_of(render(snapshot, health))
     for c in snapshot.consumers:
         labels = {"account": c.account, "stream": c.stream, "consumer": c.name}
         counts = health.advisory_counts.get((c.account, c.stream, c.name), AdvisoryCounts())
@@ -744,7 +778,7 @@ def test_consumer_and_dead_letter_values_read_back_equal_the_snapshot() -> None:
 
 def test_unlimited_limits_and_absent_timestamps_are_omitted() -> None:
     text = render(golden_snapshot(), golden_health())
-    series = samples_by_series(text)
+    series = samples_of(text)
     names_for = {
         key: {name for name, labels in series if labels == frozenset(key)}
         for key in (
@@ -778,7 +812,7 @@ def test_unlimited_limits_and_absent_timestamps_are_omitted() -> None:
 
 
 def test_advisory_counters_start_at_zero_for_every_consumer() -> None:
-    series = samples_by_series(
+    series = samples_of(
         render(
             golden_snapshot(),
             ExporterHealth(up=True, collection_duration_seconds=1.0, last_success_timestamp=T0),
@@ -791,7 +825,7 @@ def test_advisory_counters_start_at_zero_for_every_consumer() -> None:
 
 
 def test_election_counters_start_at_zero_for_every_stream_and_consumer() -> None:
-    series = samples_by_series(
+    series = samples_of(
         render(
             golden_snapshot(),
             ExporterHealth(up=True, collection_duration_seconds=1.0, last_success_timestamp=T0),
@@ -817,7 +851,7 @@ def test_event_counters_only_for_accounts_whose_events_are_received() -> None:
         last_success_timestamp=T0,
         event_accounts=frozenset(received),
     )
-    series = samples_by_series(render(snapshot, health))
+    series = samples_of(render(snapshot, health))
     families = (
         "nats_consumer_naks_total",
         "nats_consumer_leader_elections_total",
@@ -830,7 +864,7 @@ def test_event_counters_only_for_accounts_whose_events_are_received() -> None:
 
 
 def test_ack_histograms_read_back_only_for_sampled_known_consumers() -> None:
-    series = samples_by_series(render(golden_snapshot(), golden_health()))
+    series = samples_of(render(golden_snapshot(), golden_health()))
     chat = {"account": "$G", "stream": "COMPANIONS_CHAT", "consumer": "chat-handler"}
     latency = "nats_consumer_ack_latency_seconds"
     assert value(series, f"{latency}_bucket", **chat, le="0.005") == 1
@@ -876,7 +910,7 @@ def test_snapshot_none_renders_only_exporter_health() -> None:
         parse = parse_openmetrics if openmetrics else parse_text
         families = {family.name for family in parse(text)}
         assert families == {name.removesuffix("_total") for name in HEALTH_FAMILIES}
-    series = samples_by_series(render(None, health))
+    series = samples_of(render(None, health))
     assert value(series, "nats_up") == 0
 
 
@@ -892,7 +926,7 @@ def test_first_start_renders_up_zero_without_timestamps() -> None:
 
 
 def test_default_build_info_names_this_build() -> None:
-    series = samples_by_series(render_exposition(None, golden_health()).decode())
+    series = samples_of(render_exposition(None, golden_health()).decode())
     build = current_build_info()
     assert build.version == __version__
     assert value(series, "nats_exporter_build_info", **dataclasses.asdict(build)) == 1

@@ -1,8 +1,10 @@
-"""The import structure: the tools (dlq, demo) sit on top of the core, and no imports go in a circle."""
+"""The layout: the tools (dlq, demo) sit on top of the core, no imports go in a circle, and the maps of the
+modules (exporter/__init__.py, the README, tests/support/__init__.py) name every module."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
@@ -60,3 +62,35 @@ def test_no_import_cycles():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def top_level_modules() -> set[str]:
+    """Every module and subpackage directly in exporter/, by the name it is imported under."""
+    modules = {path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    return modules | {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+
+
+def test_the_package_docstring_maps_every_module():
+    docstring = ast.get_docstring(ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))) or ""
+    named = set(re.findall(r"``(\w+)``", docstring))
+    assert top_level_modules() - named == set(), "exporter/__init__.py's map misses these modules"
+    assert named - top_level_modules() == set(), "exporter/__init__.py's map names modules that are gone"
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("\ndashboards/", 1)[0]  # the exporter/ block
+    files = set(re.findall(r"\b(\w+)\.py\b", layout)) - {"__init__"}
+    named = files | set(re.findall(r"\b(\w+)/", layout))
+    assert top_level_modules() - named == set(), "the README's Layout section misses these modules"
+    assert files - top_level_modules() == set(), "the README's Layout section names modules that are gone"
+
+
+def test_the_test_support_index_names_every_helper_module():
+    support = PACKAGE.parent / "tests" / "support"
+    index = ast.get_docstring(ast.parse((support / "__init__.py").read_text(encoding="utf-8"))) or ""
+    modules = {path.stem for path in support.glob("*.py") if path.stem != "__init__"}
+    assert modules - set(re.findall(r"``(\w+)``", index)) == set(), "tests/support/__init__.py misses these"
+    for path in support.glob("*.py"):
+        docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        assert docstring, f"tests/support/{path.name} does not say what it holds"

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
@@ -16,7 +14,6 @@ from exporter.demo.platform import load_platform
 from exporter.demo.provisioning import apply_platform
 from exporter.jsapi import JetStreamApi
 from exporter.metrics import render_exposition
-from exporter.natsserver import NatsServerProcess
 from exporter.settings import LabelSettings, Settings
 from exporter.snapshot import ExporterHealth, Snapshot
 from exporter.source import JetStreamSource
@@ -25,15 +22,6 @@ pytestmark = pytest.mark.timeout(60)
 
 HEALTH = ExporterHealth(up=True, collection_duration_seconds=0.1, last_success_timestamp=None)
 WITH_TEAM = Settings(labels=LabelSettings(from_metadata=("team", "app.kubernetes.io/name")))
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_server.url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def series(snapshot: Snapshot) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -19,9 +19,9 @@ from pathlib import Path
 import aiohttp
 import nkeys
 import pytest
-from conftest import wait_for
 from nats.aio.client import Client
-from pki import Pki, make_authority, make_pki
+from support.pki import Pki, make_authority, make_pki
+from support.waiting import wait_for
 
 from exporter.app import ExporterApp
 from exporter.connection import NatsConnectError, connect_nats

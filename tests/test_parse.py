@@ -2,7 +2,7 @@
 
 The fixtures in fixtures/api/ come from ``record_single_server`` and ``record_cluster`` below: the platform
 spec's streams, the chat-handler consumer and real traffic. Re-record them with
-``.venv/bin/python tests/test_parse.py --record``; ``test_recorded_fixtures_have_the_live_servers_shape``
+``python tests/test_parse.py --record``; ``test_recorded_fixtures_have_the_live_servers_shape``
 fails when the server's replies no longer have the recorded shape.
 """
 
@@ -20,10 +20,11 @@ from typing import Any
 import msgpack
 import nats
 import pytest
-from conftest import three_node_cluster, wait_for
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from spec_platform import (
+from support.cluster import lead_away_from, three_node_cluster
+from support.jetstream import js_request
+from support.spec_platform import (
     CHAT_HANDLER_CONFIG,
     DAY,
     NS,
@@ -31,7 +32,6 @@ from spec_platform import (
     chat_message,
     create_consumer,
     create_stream,
-    js_request,
     provision_platform,
     publish,
     publish_when_routed,
@@ -40,7 +40,7 @@ from spec_platform import (
     respond,
     voice_message,
 )
-from support.cluster import lead_away_from
+from support.waiting import wait_for
 
 from exporter.jsapi import NO_MESSAGE_FOUND, STREAM_NOT_FOUND, api_error_from_reply
 from exporter.natsserver import NatsServerProcess

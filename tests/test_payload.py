@@ -8,7 +8,7 @@ import random
 
 import msgpack
 import pytest
-from spec_platform import AUDIO, CHAT, VOICE, packed
+from support.spec_platform import AUDIO, CHAT, VOICE, packed
 
 from exporter.dlq.payload import (
     MAX_DISPLAY_DEPTH,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 
@@ -241,15 +239,6 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 # -- against a real server -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_server.url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def api_of(nc: Client) -> JetStreamApi:

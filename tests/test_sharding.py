@@ -14,9 +14,10 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
-from spec_platform import create_consumer, create_stream, publish
 from support.apitap import ApiTap
-from support.exposition import SeriesKey, data_series, render_as_daemon, scrape_text
+from support.exposition import SeriesKey, data_series, render_as_daemon
+from support.scraping import scrape_text
+from support.spec_platform import create_consumer, create_stream, publish
 from support.waiting import wait_for
 
 from exporter.app import ExporterApp

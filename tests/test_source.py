@@ -24,10 +24,12 @@ from typing import Any
 import msgpack
 import nats
 import pytest
-from conftest import three_node_cluster, wait_for
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from spec_platform import (
+from support.apitap import ApiTap
+from support.cluster import lead_away_from, three_node_cluster
+from support.jetstream import js_request
+from support.spec_platform import (
     CHAT_HANDLER_CONFIG,
     DAY,
     NS,
@@ -35,7 +37,6 @@ from spec_platform import (
     chat_message,
     create_consumer,
     create_stream,
-    js_request,
     provision_platform,
     publish,
     publish_when_routed,
@@ -44,8 +45,7 @@ from spec_platform import (
     respond,
     voice_message,
 )
-from support.apitap import ApiTap
-from support.cluster import lead_away_from
+from support.waiting import wait_for
 
 from exporter.natsserver import NatsServerProcess
 from exporter.settings import CollectionSettings, FilterSettings, NatsSettings, Settings
@@ -143,13 +143,6 @@ def assert_consumer_matches(consumer: ConsumerState, info: Mapping[str, Any], ac
 
 def settings(**collection: Any) -> Settings:
     return Settings(collection=CollectionSettings(**collection))
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServerProcess) -> Any:
-    connection = await nats.connect(nats_server.url)
-    yield connection
-    await connection.close()
 
 
 # --- the platform: values equal the server's -------------------------------------------------------

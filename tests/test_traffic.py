@@ -13,10 +13,11 @@ from typing import Any
 import msgpack
 import nats
 import pytest
-from conftest import wait_for
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from spec_platform import SPEC_STREAM_NAMES
+from support.jetstream import stream_state
+from support.spec_platform import SPEC_STREAM_NAMES
+from support.waiting import wait_for
 
 from exporter.demo.chathandler import ABANDON, FAIL, OK, RETRY, ChatHandler, HandlerOptions, message_fate
 from exporter.demo.messages import (
@@ -135,12 +136,6 @@ async def nc(nats_server: NatsServerProcess) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.close()
-
-
-async def stream_state(nc: Client, name: str) -> dict[str, Any]:
-    info = await JetStreamApi(nc, domain=None, timeout_seconds=5.0).request_json(f"STREAM.INFO.{name}")
-    state: dict[str, Any] = info["state"]
-    return state
 
 
 async def test_traffic_and_handler_fill_every_stream_nak_and_dead_letter(nc: Client) -> None:

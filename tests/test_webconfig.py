@@ -22,7 +22,7 @@ import bcrypt
 import pytest
 from aiohttp import web
 from cryptography import x509
-from pki import Issued, Pki, client_context, make_authority, make_pki
+from support.pki import Issued, Pki, client_context, make_authority, make_pki
 
 from exporter import webconfig
 from exporter.errors import ConfigError

@@ -1,4 +1,5 @@
-"""A running exporter watched through /metrics while cluster members fail, and stream leadership helpers."""
+"""Clusters in tests: starting three nodes, stream leadership and placement, and a running exporter watched
+through /metrics while cluster members fail."""
 
 from __future__ import annotations
 
@@ -8,21 +9,22 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from nats.aio.client import Client
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import ExporterApp
 from exporter.natsserver import NatsCluster, NatsServerProcess
 from exporter.settings import CollectionSettings, NatsSettings, Settings, WebSettings
+from support.scraping import Samples, sample, samples_of
 from support.waiting import wait_for
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 SCRAPE_PERIOD_SECONDS = 0.2
 NO_SUITABLE_PEERS = 10005
-SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=5)
+# Shorter than a plain scrape's: a watch counts a scrape unanswered within 5 s as a failed one.
+WATCH_SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
 async def stream_info(nc: Client, stream: str) -> dict[str, Any] | None:
@@ -72,6 +74,11 @@ async def create_placed_stream(nc: Client, name: str, subjects: list[str], **con
     return created
 
 
+def three_node_cluster(base: Path) -> list[NatsServerProcess]:
+    """Three clustered JetStream servers n1..n3 (tagged node:1..3), started: ``NatsCluster``'s members."""
+    return NatsCluster(base).start().members
+
+
 def restart_all(cluster: NatsCluster) -> None:
     """Start every member that a test stopped, so the next test finds the whole cluster."""
     stopped = [member for member in cluster.members if not member.running]
@@ -104,7 +111,7 @@ class Watch:
         return 0.0 if not seen_down else None
 
     def value(self, name: str, **labels: str) -> float | None:
-        return self.latest.get((name, frozenset(labels.items())))
+        return sample(self.latest, name, **labels)
 
     def series(self, name: str, **labels: str) -> list[frozenset[tuple[str, str]]]:
         """Label sets of ``name``'s series that carry ``labels`` (a subset match)."""
@@ -114,7 +121,7 @@ class Watch:
     async def scrape(self, session: aiohttp.ClientSession) -> None:
         try:
             async with session.get(
-                f"http://127.0.0.1:{self.port}/metrics", timeout=SCRAPE_TIMEOUT
+                f"http://127.0.0.1:{self.port}/metrics", timeout=WATCH_SCRAPE_TIMEOUT
             ) as response:
                 text = await response.text()
                 status = response.status
@@ -123,10 +130,7 @@ class Watch:
             self.statuses.append(0)  # no answer at all: counted as a scrape that was not 200
             return
         self.statuses.append(status)
-        samples: Samples = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples[sample.name, frozenset(sample.labels.items())] = sample.value
+        samples = samples_of(text)
         self.latest = samples
         self.times.append(time.monotonic())
         self.up.append(samples.get(("nats_up", frozenset())))

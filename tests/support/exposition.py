@@ -1,8 +1,8 @@
-"""Reading an exposition back as series: (name, sorted labels) -> value."""
+"""Rendering a snapshot as the daemon would, and reading an exposition back as series: (name, sorted
+labels) -> value, for comparing whole expositions (the exporter's own health left out or kept)."""
 
 from __future__ import annotations
 
-import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collectionplan import rendered_families
@@ -16,6 +16,7 @@ EXPORTER_HEALTH_PREFIXES = ("nats_up", "nats_exporter_")
 
 
 def series_of(text: str) -> dict[SeriesKey, float]:
+    """Every sample of an exposition, keyed by name and sorted label pairs."""
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -39,13 +40,3 @@ def render_as_daemon(settings: Settings, snapshot: Snapshot) -> str:
     )
     rendering = Renderer(families=rendered_families(settings)).render(snapshot, health)
     return b"".join(rendering.text_chunks()).decode()
-
-
-async def scrape_text(port: int) -> str:
-    """The exposition a running exporter serves on ``port``."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        assert response.status == 200
-        return await response.text()

@@ -21,12 +21,12 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from dashboard_queries import PanelQuery, label_values_query, load_dashboard, runnable, variables
-from support.waiting import wait_for
 
 from exporter.natsserver import free_port, stop_process
+from support.dashboard_queries import PanelQuery, label_values_query, load_dashboard, runnable, variables
+from support.waiting import wait_for
 
-ALERTS_DIR = Path(__file__).resolve().parents[1] / "alerts"
+ALERTS_DIR = Path(__file__).resolve().parents[2] / "alerts"  # tests/support/ -> the repository
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 10.0
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5)

@@ -1,5 +1,5 @@
 """The AI platform spec for tests: its streams and consumer, provisioned over the raw JetStream API, and
-its MessagePack messages, written out from ../shared/seed (test_source.py, test_parse.py, test_payload.py,
+its MessagePack messages, as the platform spec describes them (test_source.py, test_parse.py, test_payload.py,
 test_dlq_inspector.py, test_demo.py and test_traffic.py share them).
 """
 
@@ -11,9 +11,11 @@ from typing import Any
 
 import msgpack
 import nats
-from conftest import wait_for
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+
+from support.jetstream import js_request
+from support.waiting import wait_for
 
 NS = 1_000_000_000
 MINUTE = 60
@@ -45,14 +47,6 @@ CHAT_HANDLER_CONFIG: dict[str, Any] = {
 
 
 # -- provisioning and traffic over the raw JetStream API ------------------------------------------------
-
-
-async def js_request(nc: Client, api: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A raw JetStream API request that must succeed."""
-    data = json.dumps(payload).encode() if payload is not None else b""
-    reply: dict[str, Any] = json.loads((await nc.request(f"$JS.API.{api}", data, timeout=5)).data)
-    assert "error" not in reply, (api, reply["error"])
-    return reply
 
 
 async def request_or_none(

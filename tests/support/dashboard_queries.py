@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboards"
+DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "dashboards"  # tests/support/ -> the repository
 
 # Grafana's own interval variables, replaced as Grafana would for a young Prometheus: the rate window must
 # hold at least two scrapes, the range at most the data there is.
