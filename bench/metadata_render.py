@@ -58,7 +58,7 @@ def snapshot(shape: str, cycle: int) -> Snapshot:
                 )
             )  # fmt: skip
     keys = ("team", "owner") if labelled else ()
-    return Snapshot(1.0, None, None, tuple(streams), tuple(consumers), metadata_label_keys=keys)
+    return Snapshot(1.0, (), (), tuple(streams), tuple(consumers), metadata_label_keys=keys)
 
 
 def fastest_render(shape: str) -> float:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nats.errors
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -334,7 +335,7 @@ def _decode(msg: Msg) -> ServerReport | str:
     try:
         if msg.headers and msg.headers.get("Content-Encoding") == "gzip":
             data = gzip.decompress(data)
-        reply = json.loads(data)
+        reply = orjson.loads(data)  # as for the JetStream API: decoding is the largest share of the cycle
         if not isinstance(reply, dict):
             return f"{JSZ_SUBJECT}: a reply is not a JSON object"
         return parse_jsz_reply(reply)
