@@ -23,7 +23,8 @@ The modules by layer, from the settings to the scrape (a test keeps this map nam
   ack samples published unasked -> counters), ``histogram`` (cumulative buckets), ``probe`` (one message
   published to a stream of the exporter's own and read back).
 - Render and serve: ``metrics`` (the table of every family and the renderer), ``reference`` (docs/metrics.md
-  from the table), ``server`` (the cached exposition and the HTTP endpoints), ``serving`` (the HTTP server on
+  from the table), ``gzipsegments`` (the exposition kept as per-family gzip pieces, reused while unchanged),
+  ``server`` (the cached exposition and the HTTP endpoints), ``serving`` (the HTTP server on
   its own thread), ``httpguard`` (timeouts and a connection cap), ``app`` (the daemon: the collection loop
   that ties it together), ``memory`` (flat resident memory across cycles).
 - Tools: ``dlq`` (the dead-letter inspector and replay), ``demo`` (the embedded platform: provisioning,
