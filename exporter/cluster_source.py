@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
@@ -87,8 +87,9 @@ class _Selection:
             self.known_consumers.add(consumer_key)
             if led_by(info, server) and consumer_key not in self.consumers:
                 # Lag in seconds needs a message look-up inside the account: not measured here.
-                consumer = parse_consumer_state(info, account, label_keys, stream_replicas=stream_replicas)
-                self.consumers[consumer_key] = replace(consumer, lag_seconds=None)
+                self.consumers[consumer_key] = parse_consumer_state(
+                    info, account, label_keys, stream_replicas=stream_replicas, lag_unknown=True
+                )
                 self.fresh.add(consumer_key)
 
     def add_elsewhere(

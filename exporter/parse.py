@@ -187,13 +187,19 @@ def filter_subjects_of(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def parse_consumer_state(
-    info: Mapping[str, Any], account: str, label_keys: tuple[str, ...] = (), *, stream_replicas: int = 1
+    info: Mapping[str, Any],
+    account: str,
+    label_keys: tuple[str, ...] = (),
+    *,
+    stream_replicas: int = 1,
+    lag_unknown: bool = False,
 ) -> ConsumerState:
     """One ``ConsumerInfo`` (from CONSUMER.LIST or CONSUMER.INFO) -> ConsumerState.
 
     ``stream_replicas`` is the stream's replica count, which a consumer configured with 0 replicas has.
     ``lag_seconds`` is 0.0 when nothing is outstanding (nothing to look up), else None: the source
-    measures it with a message look-up. ``label_keys`` as for streams.
+    measures it with a message look-up; with ``lag_unknown`` it is always None (a reader that cannot look
+    up messages in the account leaves the family absent). ``label_keys`` as for streams.
     """
     config = info["config"]
     metadata = config.get("metadata")
@@ -230,7 +236,7 @@ def parse_consumer_state(
         leader=cluster.get("leader", ""),
         replicas=replicas,
         replicas_current=replicas_current(cluster) if cluster else replicas,
-        lag_seconds=0.0 if num_pending == 0 and num_ack_pending == 0 else None,
+        lag_seconds=None if lag_unknown or num_pending or num_ack_pending else 0.0,
         thresholds=monitoring.thresholds,
         metadata_problems=monitoring.problems,
         metadata_labels=metadata_label_values(metadata, label_keys),
