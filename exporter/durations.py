@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d)")
-_UNIT_SECONDS = {
+# Go duration units plus days; the NATS tools' metadata grammar (exporter.monitoring) extends it.
+UNIT_SECONDS = {
     "ns": 1e-9,
     "us": 1e-6,
     "µs": 1e-6,
@@ -37,7 +38,7 @@ def parse_duration(text: str) -> float:
     for match in _PART.finditer(body):
         if match.start() != position:
             break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        total += float(match.group(1)) * UNIT_SECONDS[match.group(2)]
         position = match.end()
     if not body or position != len(body):
         raise ValueError(
@@ -58,7 +59,7 @@ def format_duration(seconds: float) -> str:
     parts: list[str] = []
     rest = seconds
     for unit in ("d", "h", "m"):
-        count, rest = divmod(rest, _UNIT_SECONDS[unit])
+        count, rest = divmod(rest, UNIT_SECONDS[unit])
         if count:
             parts.append(f"{int(count)}{unit}")
     rest = round(rest, 6)

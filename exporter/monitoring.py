@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from exporter.durations import UNIT_SECONDS
 from exporter.snapshot import ConsumerState, StreamState, Threshold
 
 logger = logging.getLogger(__name__)
@@ -45,15 +46,8 @@ _UNSIGNED = re.compile(r"[0-9]+")  # strconv.ParseUint(v, 10, 64)
 _SIGNED = re.compile(r"[+-]?[0-9]+")  # strconv.Atoi
 _DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+|[0-9]+\.)(ns|us|µs|μs|ms|s|m|h|d|D|w|W|M|y|Y)")
 _DURATION_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    **dict.fromkeys(("d", "D"), 86400.0),
+    **UNIT_SECONDS,  # Go's units and d, as the exporter's own durations
+    "D": 86400.0,
     **dict.fromkeys(("w", "W"), 7 * 86400.0),
     "M": 30 * 86400.0,
     **dict.fromkeys(("y", "Y"), 365 * 86400.0),

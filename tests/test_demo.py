@@ -114,6 +114,18 @@ def demo_scene_visible(samples: Samples, account: str) -> bool:
     )
 
 
+async def stop_if_running(demo: asyncio.subprocess.Process, *, grace: float) -> None:
+    """After a failed test: stop the demo the way that cleans up, killing it only past ``grace`` seconds."""
+    if demo.returncode is not None:
+        return
+    demo.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(demo.wait(), grace)
+    except TimeoutError:
+        demo.kill()
+        await demo.wait()
+
+
 @pytest.fixture
 def private_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A TMPDIR of the test's own, so that "nothing left behind" can be checked exactly."""
@@ -183,13 +195,7 @@ async def test_demo_process_shows_the_scene_and_leaves_nothing_behind(tmp_path: 
         demo.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(demo.wait(), 20) == 0, stderr_path.read_text()
     finally:
-        if demo.returncode is None:  # the test failed: still stop it the way that cleans up
-            demo.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(demo.wait(), 20)
-            except TimeoutError:
-                demo.kill()
-                await demo.wait()
+        await stop_if_running(demo, grace=20)
     output = stdout_path.read_text()
     assert f"http://127.0.0.1:{port}/metrics" in output
     assert "chat-handler consumer on COMPANIONS_CHAT fails on purpose" in output
@@ -384,13 +390,7 @@ async def test_cluster_demo_with_chaos_shows_the_cluster_and_leaves_nothing_behi
         await wait_for(cluster_visible, timeout=20, interval=0.5, message=f"R3 streams and a mirror ({seen})")
         assert await asyncio.wait_for(demo.wait(), 45) == 0, stderr_path.read_text()
     finally:
-        if demo.returncode is None:  # the test failed: still stop it the way that cleans up
-            demo.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(demo.wait(), 30)
-            except TimeoutError:
-                demo.kill()
-                await demo.wait()
+        await stop_if_running(demo, grace=30)
     output = stdout_path.read_text()
     stops = re.findall(
         r"^chaos (\d+): stopped (n\d), (?:the leader|a follower) of COMPANIONS_CHAT", output, re.MULTILINE

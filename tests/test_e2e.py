@@ -36,7 +36,7 @@ from support.promstack import (
     rules_for_the_test,
     shipped_rule_files,
 )
-from support.waiting import wait_for
+from support.waiting import cancel_and_raise, wait_for
 
 from exporter.app import ExporterApp
 from exporter.connection import connect_nats
@@ -95,15 +95,6 @@ async def exposition_has(session: aiohttp.ClientSession, port: int, name: str, *
     )
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    # A worker that ended by itself before the cancellation is a failure of the demo's pieces: show it.
-    for result in await asyncio.gather(*tasks, return_exceptions=True):
-        if isinstance(result, Exception):
-            raise result
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     workdir = tmp_path_factory.mktemp("e2e")
@@ -135,7 +126,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         await apply_platform(JetStreamApi(nc, domain=None, timeout_seconds=5), load_platform())
         traffic, handler = PlatformTraffic(nc, TRAFFIC), ChatHandler(nc, HANDLER)
         workers = [asyncio.create_task(traffic.run()), asyncio.create_task(handler.run())]
-        cleanup.push_async_callback(_cancel, workers)
+        cleanup.push_async_callback(cancel_and_raise, workers)
 
         receiver = WebhookReceiver()
         await receiver.start()

@@ -43,7 +43,7 @@ from support.promstack import (
     rules_for_the_test,
     shipped_rule_files,
 )
-from support.waiting import wait_for
+from support.waiting import cancel_and_raise, wait_for
 
 from exporter.app import ExporterApp
 from exporter.connection import connect_nats
@@ -115,14 +115,6 @@ async def stop_exporter(app: ExporterApp) -> None:
         )
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for result in await asyncio.gather(*tasks, return_exceptions=True):
-        if isinstance(result, Exception):
-            raise result
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ClusterStack]:
     workdir = tmp_path_factory.mktemp("e2e-cluster")
@@ -144,7 +136,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clust
         )
         traffic, handler = PlatformTraffic(nc, TRAFFIC), ChatHandler(nc, HANDLER)
         workers = [asyncio.create_task(traffic.run()), asyncio.create_task(handler.run())]
-        cleanup.push_async_callback(_cancel, workers)
+        cleanup.push_async_callback(cancel_and_raise, workers)
 
         account_exporter = ExporterApp(exporter_settings(cluster))
         system_auth = NatsAuth(user=SYSTEM_USER, password=Secret(system_password))

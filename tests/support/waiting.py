@@ -27,3 +27,13 @@ async def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         await asyncio.sleep(interval)
+
+
+async def cancel_and_raise(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks; one that had already ended with an error fails the test with it."""
+    for task in tasks:
+        task.cancel()
+    # A worker that ended by itself before the cancellation is a failure of the pieces it ran: show it.
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, Exception):
+            raise result
